@@ -1,0 +1,4 @@
+/**
+ * Hypervisor front-ends and transports. Each yields `BlockSource`s for the engine.
+ */
+export * from './file/index.js';

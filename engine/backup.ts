@@ -1,0 +1,225 @@
+/**
+ * One backup of one disk into a synthetic-full restore point.
+ *
+ * Plan: the slots to read are the whole disk, or the changed extents aligned outward
+ * to chunk boundaries (plus every slot from the old end when the disk was resized).
+ * Every other slot is copied from the parent's map, or is zero when there is none.
+ *
+ *   source --(N reads in flight)--> window of W slots --> zero check
+ *     --> pool: SHA-256 + XXH64 --> index getMany --> pool: compress misses
+ *     --> container append (in slot order) --> map window --> ... --> commit
+ *
+ * Commit order (FORMAT.md): seal containers -> index -> map (tmp, fsync, rename)
+ * -> point record (the commit). On any failure nothing is committed and the open
+ * container and map are deleted.
+ */
+import type { BlockSource, Extent } from './source.js';
+import type { Repository } from './repository.js';
+import { BufferPool } from './_buffer-pool.js';
+import { ChunkWriter } from './chunk-writer.js';
+import { extentsToSlots, slotCountOf, unionSlots, type SlotRange } from './extents.js';
+import { MapReader, MapWriter, mapPath, slotCountFor, type MapGeometry } from './point-map.js';
+import { newPointId, validateName, type PointRecord, type PointStats } from './catalog.js';
+import { SlotReader, type SlotData } from './slot-reader.js';
+import { ChunkvaultError } from './errors.js';
+import { isAllZero } from './_bytes.js';
+import { DIGEST_BYTES, MIB } from './constants.js';
+import type { HashResult } from './_worker.js';
+import type { CompressionSetting } from './codecs.js';
+import type { WorkerPool } from './worker-pool.js';
+
+export interface BackupProgress {
+  /** Bytes of the read plan processed so far. */
+  readonly done: number;
+  readonly total: number;
+}
+
+export interface BackupRequest {
+  readonly source: BlockSource;
+  readonly vm: string;
+  readonly disk: string;
+  /** Extents to read; undefined reads the whole disk. */
+  readonly changed?: readonly Extent[];
+  /** The point this backup starts from; its map supplies every slot not read. */
+  readonly parent?: PointRecord | null;
+  readonly changeToken?: string | null;
+  readonly meta?: Record<string, unknown>;
+  readonly readConcurrency?: number;
+  readonly onProgress?: (p: BackupProgress) => void;
+  readonly signal?: AbortSignal;
+}
+
+interface Counters {
+  bytesRead: number;
+  rawNew: number;
+  chunksRead: number;
+  chunksZero: number;
+  chunksNew: number;
+  chunksDedup: number;
+}
+
+/** Slots to read for `req` (see the module comment). */
+export function planSlots(g: MapGeometry, changed: readonly Extent[] | undefined, parent: PointRecord | null): SlotRange[] {
+  if (!changed) return g.slotCount > 0 ? [{ first: 0, end: g.slotCount }] : [];
+  let ranges = extentsToSlots(changed, g.chunkSize, g.slotCount);
+  if (parent && parent.sizeBytes !== g.diskSize) {
+    const from = Math.floor(Math.min(parent.sizeBytes, g.diskSize) / g.chunkSize);
+    if (from < g.slotCount) ranges = unionSlots(ranges, [{ first: from, end: g.slotCount }]);
+  }
+  return ranges;
+}
+
+/** Runs a backup; resolves with the committed point record. */
+export async function backup(repo: Repository, req: BackupRequest): Promise<PointRecord> {
+  validateName('vm', req.vm);
+  validateName('disk', req.disk);
+  const started = Date.now();
+  const { chunkSize } = repo.config;
+  const g: MapGeometry = { chunkSize, diskSize: req.source.sizeBytes, slotCount: slotCountFor(req.source.sizeBytes, chunkSize) };
+  const parent = req.parent ?? null;
+  const ranges = planSlots(g, req.changed, parent);
+  const index = await repo.index();
+  const id = newPointId();
+  const job = new BackupJob(repo, req, g, ranges, new ChunkWriter(repo.dir, index, repo.config.containerTargetBytes));
+  const mapWriter = await MapWriter.create(repo.dir, id, g);
+  const parentMap = parent ? await MapReader.open(mapPath(repo.dir, parent.id)) : undefined;
+  try {
+    await job.run(mapWriter, parentMap);
+    await job.writer.seal();
+    const mapDigest = await mapWriter.commit(mapPath(repo.dir, id));
+    const record: PointRecord = {
+      id,
+      vm: req.vm,
+      disk: req.disk,
+      time: new Date().toISOString(),
+      parent: parent?.id ?? null,
+      mode: req.changed ? 'incremental' : 'full',
+      sizeBytes: g.diskSize,
+      chunkSize,
+      slotCount: g.slotCount,
+      mapDigest,
+      changeToken: req.changeToken ?? null,
+      source: req.source.describe(),
+      stats: job.stats(Date.now() - started),
+      ...(req.meta ? { meta: req.meta } : {}),
+    };
+    await repo.catalog.commit(record);
+    return record;
+  } catch (err) {
+    await Promise.allSettled([job.abort(), mapWriter.abort()]);
+    throw err;
+  } finally {
+    await parentMap?.close();
+  }
+}
+
+class BackupJob {
+  readonly writer: ChunkWriter;
+  private readonly counters: Counters = { bytesRead: 0, rawNew: 0, chunksRead: 0, chunksZero: 0, chunksNew: 0, chunksDedup: 0 };
+  private readonly window: number;
+  private readonly buffers: BufferPool;
+  private readonly reader: SlotReader;
+  private readonly pool: WorkerPool;
+  private readonly compression: CompressionSetting;
+  private readonly totalBytes: number;
+  /** Fraction of recent chunks that were new: above 1/2, compress while hashing. */
+  private newRatio = 1;
+
+  constructor(repo: Repository, private readonly req: BackupRequest, private readonly g: MapGeometry, ranges: SlotRange[], writer: ChunkWriter) {
+    this.writer = writer;
+    this.window = Math.max(8, Math.floor((32 * MIB) / g.chunkSize));
+    this.buffers = new BufferPool(g.chunkSize, this.window * 2 + 8);
+    const concurrency = req.readConcurrency ?? 4;
+    this.reader = new SlotReader(req.source, g, ranges, this.buffers, concurrency, this.window + concurrency);
+    this.pool = repo.pool();
+    this.compression = repo.config.compression;
+    this.totalBytes = Math.min(slotCountOf(ranges) * g.chunkSize, g.diskSize);
+  }
+
+  async run(mapWriter: MapWriter, parentMap: MapReader | undefined): Promise<void> {
+    const parentSlots = parentMap?.geometry.slotCount ?? 0;
+    let pending = await this.reader.next();
+    for (let first = 0; first < this.g.slotCount; first += this.window) {
+      if (this.req.signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'backup interrupted');
+      const end = Math.min(first + this.window, this.g.slotCount);
+      const digests = new Uint8Array((end - first) * DIGEST_BYTES);
+      if (parentMap && first < parentSlots) digests.set(await parentMap.readSlots(first, Math.min(end, parentSlots) - first));
+      const items: SlotData[] = [];
+      while (pending && pending.slot < end) {
+        items.push(pending);
+        pending = await this.reader.next();
+      }
+      await this.processWindow(items, digests, first);
+      await mapWriter.append(digests);
+      this.req.onProgress?.({ done: this.counters.bytesRead, total: this.totalBytes });
+    }
+  }
+
+  stats(durationMs: number): PointStats {
+    return { ...this.counters, bytesNew: this.writer.bytesAdded, durationMs };
+  }
+
+  async abort(): Promise<void> {
+    await Promise.allSettled([this.reader.cancel(), this.writer.abort()]);
+  }
+
+  private async processWindow(items: SlotData[], digests: Uint8Array, first: number): Promise<void> {
+    const data = items.filter((it) => {
+      if (!this.countZero(it)) return true;
+      digests.fill(0, (it.slot - first) * DIGEST_BYTES, (it.slot - first + 1) * DIGEST_BYTES);
+      return false;
+    });
+    const speculative = this.newRatio > 0.5 && this.compression.codec !== 'none';
+    const hashed = await Promise.all(
+      data.map((it) =>
+        this.pool.hash({ buf: it.buf, length: it.length, ...(speculative ? { compress: this.compression } : {}) }),
+      ),
+    );
+    hashed.forEach((h, i) => ((data[i] as SlotData).buf = h.buf));
+    const locations = await this.writer.lookup(hashed.map((h) => h.digest));
+    const packed = await this.packMisses(data, hashed, locations.map((l) => l === undefined));
+    let added = 0;
+    for (let i = 0; i < data.length; i++) {
+      const it = data[i] as SlotData;
+      const h = hashed[i] as HashResult;
+      const loc = locations[i];
+      if (loc) ChunkWriter.checkHit(h.digest, loc, h.checkHash);
+      else if (!this.writer.hasPending(h.digest)) {
+        const p = packed.get(i) ?? h.compressed;
+        if (!p) throw new ChunkvaultError('INTERNAL', 'missing compressed chunk');
+        await this.writer.add({
+          header: { codec: p.codec, rawLength: it.length, storedLength: p.payload.length, digest: h.digest, checkHash: h.checkHash, payloadHash: p.payloadHash },
+          payload: p.payload,
+        });
+        added++;
+        this.counters.rawNew += it.length;
+      }
+      digests.set(h.digest, (it.slot - first) * DIGEST_BYTES);
+    }
+    this.counters.chunksNew += added;
+    this.counters.chunksDedup += data.length - added;
+    if (data.length > 0) this.newRatio = added / data.length;
+    for (const it of items) this.buffers.release(it.buf);
+  }
+
+  /** Counts the slot as read; true (and digest stays zero) when it is all zeros. */
+  private countZero(it: SlotData): boolean {
+    this.counters.bytesRead += it.length;
+    this.counters.chunksRead++;
+    if (!isAllZero(it.buf.subarray(0, it.length))) return false;
+    this.counters.chunksZero++;
+    return true;
+  }
+
+  private async packMisses(data: SlotData[], hashed: HashResult[], miss: boolean[]) {
+    const jobs = data.map(async (it, i) => {
+      if (!miss[i] || hashed[i]?.compressed) return undefined;
+      const r = await this.pool.compress({ buf: it.buf, length: it.length, ...this.compression });
+      it.buf = r.buf;
+      return [i, r.packed] as const;
+    });
+    const out = new Map<number, NonNullable<HashResult['compressed']>>();
+    for (const r of await Promise.all(jobs)) if (r) out.set(r[0], r[1]);
+    return out;
+  }
+}

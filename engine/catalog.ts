@@ -1,0 +1,139 @@
+/**
+ * The catalog: committed point records, one JSON file each under
+ * `catalog/points/` (FORMAT.md "Catalog point record"). Renaming the record into
+ * place is the commit of a backup: a point without its record does not exist.
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { writeFileAtomic } from './_fs.js';
+import { ChunkvaultError } from './errors.js';
+
+export interface PointStats {
+  readonly bytesRead: number;
+  /** Stored (compressed) bytes this backup added to the repository. */
+  readonly bytesNew: number;
+  /** Raw bytes of the chunks this backup added. */
+  readonly rawNew: number;
+  readonly chunksRead: number;
+  readonly chunksZero: number;
+  readonly chunksNew: number;
+  readonly chunksDedup: number;
+  readonly durationMs: number;
+}
+
+export interface PointRecord {
+  readonly id: string;
+  readonly vm: string;
+  readonly disk: string;
+  readonly time: string;
+  readonly parent: string | null;
+  readonly mode: 'full' | 'incremental';
+  readonly sizeBytes: number;
+  readonly chunkSize: number;
+  readonly slotCount: number;
+  readonly mapDigest: string;
+  readonly changeToken: string | null;
+  readonly source: string;
+  readonly stats: PointStats;
+  /** Adapter-specific facts (e.g. why a full read was forced). */
+  readonly meta?: Record<string, unknown>;
+}
+
+const NAME_RE = /^[A-Za-z0-9._:@+-]{1,128}$/;
+
+/** Checks a vm or disk name (FORMAT.md: 1-128 chars of [A-Za-z0-9._:@+-]). */
+export function validateName(kind: 'vm' | 'disk', name: string): string {
+  if (!NAME_RE.test(name) || name === '.' || name === '..') {
+    throw new ChunkvaultError('INVALID_ARGUMENT', `invalid ${kind} name "${name}": use 1-128 of A-Z a-z 0-9 . _ : @ + -`);
+  }
+  return name;
+}
+
+/** A new point id: 16 random lower-case hex chars (short unique prefixes, like restic). */
+export function newPointId(): string {
+  return randomBytes(8).toString('hex');
+}
+
+const ID_RE = /^[0-9a-f]{16}$/;
+
+function byTime(a: PointRecord, b: PointRecord): number {
+  return a.time < b.time ? -1 : a.time > b.time ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
+}
+
+export class Catalog {
+  private readonly dir: string;
+
+  constructor(private readonly repoDir: string) {
+    this.dir = join(repoDir, 'catalog', 'points');
+  }
+
+  /** Commits a point record (tmp + fsync + rename + directory fsync). */
+  async commit(record: PointRecord): Promise<void> {
+    const tmp = join(this.repoDir, 'tmp', `${record.id}.json.tmp`);
+    await writeFileAtomic(tmp, join(this.dir, `${record.id}.json`), JSON.stringify(record, null, 2) + '\n');
+  }
+
+  /** Every committed point, oldest (by commit time) first. Unparseable records are reported, not skipped. */
+  async list(filter: { vm?: string; disk?: string } = {}): Promise<PointRecord[]> {
+    let names: string[];
+    try {
+      names = await fsp.readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const ids = names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)).filter((id) => ID_RE.test(id));
+    const records = await Promise.all(ids.map((id) => this.get(id)));
+    return records
+      .filter((r) => (!filter.vm || r.vm === filter.vm) && (!filter.disk || r.disk === filter.disk))
+      .sort(byTime);
+  }
+
+  async get(id: string): Promise<PointRecord> {
+    let text: string;
+    try {
+      text = await fsp.readFile(join(this.dir, `${id}.json`), 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') {
+        throw new ChunkvaultError('POINT_NOT_FOUND', `no point ${id}`, { details: { point: id } });
+      }
+      throw err;
+    }
+    try {
+      return JSON.parse(text) as PointRecord;
+    } catch (err) {
+      throw new ChunkvaultError('MAP_CORRUPT', `point record ${id} is not valid JSON`, { cause: err });
+    }
+  }
+
+  /** The newest committed point of (vm, disk), or undefined. */
+  async latest(vm: string, disk: string): Promise<PointRecord | undefined> {
+    const all = await this.list({ vm, disk });
+    return all.at(-1);
+  }
+
+  /**
+   * Resolves a user-given point reference: a full id, a unique prefix (4+ chars), or
+   * `latest` (needs `vm`, and `disk` when the vm has several disks).
+   */
+  async resolve(ref: string, scope: { vm?: string; disk?: string } = {}): Promise<PointRecord> {
+    const all = await this.list(scope);
+    if (ref === 'latest') {
+      const disks = new Set(all.map((p) => `${p.vm}/${p.disk}`));
+      if (disks.size > 1) {
+        throw new ChunkvaultError('POINT_AMBIGUOUS', '"latest" matches several disks: give --vm and --disk');
+      }
+      const last = all.at(-1);
+      if (!last) throw new ChunkvaultError('POINT_NOT_FOUND', 'no points match "latest"');
+      return last;
+    }
+    if (!/^[0-9a-f]{4,16}$/.test(ref)) {
+      throw new ChunkvaultError('POINT_NOT_FOUND', `"${ref}" is not a point id`, { details: { point: ref } });
+    }
+    const matches = all.filter((p) => p.id.startsWith(ref));
+    if (matches.length === 0) throw new ChunkvaultError('POINT_NOT_FOUND', `no point ${ref}`, { details: { point: ref } });
+    if (matches.length > 1) throw new ChunkvaultError('POINT_AMBIGUOUS', `point prefix ${ref} matches ${matches.length} points`);
+    return matches[0] as PointRecord;
+  }
+}

@@ -1,0 +1,270 @@
+/**
+ * Container files on disk: `ContainerWriter` appends records and seals, and
+ * `ContainerReader` opens a sealed container and reads records back. Byte layout in
+ * container-format.ts; commit order in FORMAT.md.
+ *
+ * Writer invariants: records are staged in memory up to STAGE_BYTES and written
+ * with one write call (large sequential appends); the first I/O error is sticky and
+ * every later call fails with it (a half-written container is never sealed).
+ */
+import { randomBytes } from 'node:crypto';
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import {
+  CONTAINER_HEADER_BYTES,
+  FOOTER_ENTRY_BYTES,
+  MAX_RECORDS_PER_CONTAINER,
+  RECORD_HEADER_BYTES,
+  TRAILER_BYTES,
+} from './constants.js';
+import {
+  decodeContainerHeader,
+  decodeFooter,
+  decodeRecordHeader,
+  decodeTrailer,
+  encodeContainerHeader,
+  encodeFooter,
+  encodeRecordHeader,
+  encodeTrailer,
+  type FooterEntry,
+  type RecordHeader,
+} from './container-format.js';
+import { bytesEqual, fromHex, toHex } from './_bytes.js';
+import { publish, readFull } from './_fs.js';
+import { xxh64 } from './hashing.js';
+import { ChunkvaultError, toChunkvaultError } from './errors.js';
+
+const STAGE_BYTES = 8 * 1024 * 1024;
+
+/** `containers/<xx>/<id>.ctr` */
+export function containerPath(repoDir: string, id: string): string {
+  return join(repoDir, 'containers', id.slice(0, 2), `${id}.ctr`);
+}
+
+export function containerTmpPath(repoDir: string, id: string): string {
+  return join(repoDir, 'containers', 'tmp', `${id}.ctr.tmp`);
+}
+
+export interface AppendedRecord {
+  readonly containerId: string;
+  readonly entry: FooterEntry;
+}
+
+export class ContainerWriter {
+  readonly id: string;
+  private readonly entries: FooterEntry[] = [];
+  private size = CONTAINER_HEADER_BYTES;
+  private stage: Uint8Array[] = [];
+  private stagedBytes = 0;
+  private writtenBytes = 0;
+  private failure: ChunkvaultError | undefined;
+  private sealed = false;
+
+  private constructor(
+    private readonly repoDir: string,
+    private readonly fh: fsp.FileHandle,
+    idBytes: Uint8Array,
+  ) {
+    this.id = toHex(idBytes);
+    this.stage.push(encodeContainerHeader(idBytes));
+    this.stagedBytes = CONTAINER_HEADER_BYTES;
+  }
+
+  static async create(repoDir: string): Promise<ContainerWriter> {
+    const idBytes = new Uint8Array(randomBytes(16));
+    const fh = await fsp.open(containerTmpPath(repoDir, toHex(idBytes)), 'wx', 0o644);
+    return new ContainerWriter(repoDir, fh, idBytes);
+  }
+
+  /** Bytes the sealed file will have before its footer. */
+  get byteSize(): number {
+    return this.size;
+  }
+
+  get recordCount(): number {
+    return this.entries.length;
+  }
+
+  get isFull(): boolean {
+    return this.entries.length >= MAX_RECORDS_PER_CONTAINER;
+  }
+
+  /**
+   * Appends a record; the caller may reuse `header` and `payload` memory as soon as
+   * this returns (the bytes are copied into the stage).
+   */
+  async append(header: RecordHeader, payload: Uint8Array): Promise<AppendedRecord> {
+    this.check();
+    if (this.isFull) throw new ChunkvaultError('INTERNAL', 'container is full');
+    const offset = this.size;
+    const rec = new Uint8Array(RECORD_HEADER_BYTES + payload.length);
+    encodeRecordHeader(header, rec);
+    rec.set(payload, RECORD_HEADER_BYTES);
+    this.stage.push(rec);
+    this.stagedBytes += rec.length;
+    this.size += rec.length;
+    const entry: FooterEntry = { ...header, offset };
+    this.entries.push(entry);
+    if (this.stagedBytes >= STAGE_BYTES) await this.flush();
+    return { containerId: this.id, entry };
+  }
+
+  /** Writes the footer and trailer, syncs and publishes the file. Returns the footer entries. */
+  async seal(): Promise<FooterEntry[]> {
+    this.check();
+    try {
+      const footer = encodeFooter(this.entries);
+      const trailer = encodeTrailer({ footerOffset: this.size, count: this.entries.length, footerHash: xxh64(footer) });
+      this.stage.push(footer, trailer);
+      this.stagedBytes += footer.length + trailer.length;
+      await this.flush();
+      await this.fh.datasync();
+      await this.fh.close();
+      this.sealed = true;
+      await publish(containerTmpPath(this.repoDir, this.id), containerPath(this.repoDir, this.id));
+      return this.entries;
+    } catch (err) {
+      throw this.setFailure(err, 'unable to seal container');
+    }
+  }
+
+  /** Closes and deletes the unsealed file. Safe to call after a failure. */
+  async abort(): Promise<void> {
+    if (this.sealed) return;
+    this.sealed = true;
+    await this.fh.close().catch(() => undefined);
+    await fsp.rm(containerTmpPath(this.repoDir, this.id), { force: true });
+  }
+
+  private async flush(): Promise<void> {
+    if (this.stagedBytes === 0) return;
+    const parts = this.stage;
+    this.stage = [];
+    const bytes = this.stagedBytes;
+    this.stagedBytes = 0;
+    try {
+      await this.fh.writev(parts, this.writtenBytes);
+      this.writtenBytes += bytes;
+    } catch (err) {
+      throw this.setFailure(err, 'unable to write container');
+    }
+  }
+
+  private check(): void {
+    if (this.failure) throw this.failure;
+    if (this.sealed) throw new ChunkvaultError('INTERNAL', 'container already sealed');
+  }
+
+  private setFailure(err: unknown, context: string): ChunkvaultError {
+    this.failure ??= toChunkvaultError(err, `${context} ${this.id}`);
+    return this.failure;
+  }
+}
+
+/** A stored record read back from a container: its header and payload bytes. */
+export interface StoredRecord {
+  readonly header: RecordHeader;
+  readonly payload: Uint8Array;
+}
+
+export class ContainerReader {
+  private constructor(
+    readonly id: string,
+    readonly path: string,
+    private readonly fh: fsp.FileHandle,
+    readonly fileSize: number,
+  ) {}
+
+  static async open(repoDir: string, id: string): Promise<ContainerReader> {
+    const path = containerPath(repoDir, id);
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(path, 'r');
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (e.code === 'ENOENT') {
+        throw new ChunkvaultError('CHUNK_MISSING', `container ${id} is missing`, { details: { container: id } });
+      }
+      throw toChunkvaultError(err, `unable to open container ${id}`);
+    }
+    const { size } = await fh.stat();
+    return new ContainerReader(id, path, fh, size);
+  }
+
+  /** Reads and checks header, trailer and footer; returns the footer entries. */
+  async readFooter(): Promise<FooterEntry[]> {
+    if (this.fileSize < CONTAINER_HEADER_BYTES + TRAILER_BYTES) {
+      throw this.corrupt('file too short');
+    }
+    const head = await this.readAt(0, CONTAINER_HEADER_BYTES);
+    const id = this.wrap(() => decodeContainerHeader(head));
+    if (!bytesEqual(id, fromHex(this.id))) throw this.corrupt('header names another container');
+    const trailerBytes = await this.readAt(this.fileSize - TRAILER_BYTES, TRAILER_BYTES);
+    const trailer = this.wrap(() => decodeTrailer(trailerBytes, this.fileSize));
+    const footer = await this.readAt(trailer.footerOffset, trailer.count * FOOTER_ENTRY_BYTES);
+    if (xxh64(footer) !== trailer.footerHash) throw this.corrupt('footer hash mismatch');
+    return this.wrap(() => decodeFooter(footer, trailer.count));
+  }
+
+  /** Reads one record and checks its header against what the index/footer says. */
+  async readRecord(offset: number, storedLength: number, digest?: Uint8Array): Promise<StoredRecord> {
+    if (offset + RECORD_HEADER_BYTES + storedLength > this.fileSize) throw this.corrupt(`record at ${offset} beyond end`);
+    const buf = await this.readAt(offset, RECORD_HEADER_BYTES + storedLength);
+    const header = this.wrap(() => decodeRecordHeader(buf, `record at ${offset}`));
+    if (header.storedLength !== storedLength || (digest && !bytesEqual(header.digest, digest))) {
+      throw new ChunkvaultError('CHUNK_CORRUPT', `container ${this.id}: record at ${offset} is not the expected chunk`, {
+        details: { container: this.id, offset },
+      });
+    }
+    return { header, payload: buf.subarray(RECORD_HEADER_BYTES) };
+  }
+
+  /**
+   * Walks record headers from the start (recovery when the footer is damaged or the
+   * container was never sealed). Stops at the first record that does not parse.
+   */
+  async *scanRecords(): AsyncGenerator<FooterEntry> {
+    let offset = CONTAINER_HEADER_BYTES;
+    while (offset + RECORD_HEADER_BYTES <= this.fileSize) {
+      const head = await this.readAt(offset, RECORD_HEADER_BYTES);
+      let header: RecordHeader;
+      try {
+        header = decodeRecordHeader(head);
+      } catch {
+        return;
+      }
+      if (offset + RECORD_HEADER_BYTES + header.storedLength > this.fileSize) return;
+      const payload = await this.readAt(offset + RECORD_HEADER_BYTES, header.storedLength);
+      if (xxh64(payload) !== header.payloadHash) return;
+      yield { ...header, offset };
+      offset += RECORD_HEADER_BYTES + header.storedLength;
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+  }
+
+  private async readAt(position: number, length: number): Promise<Uint8Array> {
+    const buf = new Uint8Array(new ArrayBuffer(length));
+    const n = await readFull(this.fh, buf, position);
+    if (n !== length) throw this.corrupt(`short read at ${position}`);
+    return buf;
+  }
+
+  private wrap<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (err) {
+      throw this.corrupt((err as Error).message, err);
+    }
+  }
+
+  private corrupt(message: string, cause?: unknown): ChunkvaultError {
+    return new ChunkvaultError('CONTAINER_CORRUPT', `container ${this.id}: ${message}`, {
+      cause,
+      details: { container: this.id, path: this.path },
+    });
+  }
+}
+

@@ -1,0 +1,28 @@
+/**
+ * The storage engine's public surface. Everything else in engine/ is internal.
+ * The engine knows nothing about hypervisors: adapters hand it a `BlockSource`
+ * and, for incrementals, the changed extents.
+ */
+export { ChunkvaultError, ERROR_CODES, isChunkvaultError, toChunkvaultError } from './errors.js';
+export type { ErrorCode, ErrorDetails } from './errors.js';
+export type { BlockSource, Extent } from './source.js';
+export { Repository } from './repository.js';
+export type { OpenOptions } from './repository.js';
+export type { RepoConfig, InitOptions } from './repo-config.js';
+export { DEFAULT_COMPRESSION, validateChunkSize } from './repo-config.js';
+export { parseCompression } from './codecs.js';
+export type { CompressionSetting } from './codecs.js';
+export { validateName } from './catalog.js';
+export type { PointRecord, PointStats } from './catalog.js';
+export { backup, planSlots } from './backup.js';
+export type { BackupRequest, BackupProgress } from './backup.js';
+export { restore } from './restore.js';
+export type { RestoreTarget, RestoreOptions } from './restore.js';
+export { verify } from './verify.js';
+export type { VerifyReport, VerifyProblem, VerifyOptions } from './verify.js';
+export { repoStats } from './stats.js';
+export type { RepoStats, PointSpace } from './stats.js';
+export { rebuildIndex } from './rebuild-index.js';
+export type { RebuildReport } from './rebuild-index.js';
+export { normalizeExtents, parseExtentsJson, validateExtents } from './extents.js';
+export { DEFAULT_CHUNK_SIZE, FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './constants.js';

@@ -1,0 +1,212 @@
+/**
+ * The actions behind each CLI command. Each returns the process exit status.
+ */
+import {
+  ChunkvaultError,
+  parseCompression,
+  rebuildIndex,
+  Repository,
+  repoStats,
+  verify,
+  type PointRecord,
+  type RepoStats,
+  type VerifyReport,
+} from '../../engine/index.js';
+import { runFileBackup, runRestore } from '../jobs.js';
+import { formatBytes, formatRatio, parseSize } from '../units.js';
+import { createProgress } from './progress.js';
+import { printJson, table } from './output.js';
+
+export interface RepoOption {
+  repo?: string;
+}
+
+/** `--repo` or CHUNKVAULT_REPO, else a usage error. */
+export function repoDir(o: RepoOption): string {
+  const dir = o.repo ?? process.env.CHUNKVAULT_REPO;
+  if (!dir) throw new ChunkvaultError('USAGE', 'no repository: pass --repo <repo> or set CHUNKVAULT_REPO');
+  return dir;
+}
+
+/** Opens a repository, runs `fn`, always closes it. */
+export async function withRepo<T>(o: RepoOption, fn: (repo: Repository) => Promise<T>): Promise<T> {
+  const repo = await Repository.open(repoDir(o));
+  try {
+    return await fn(repo);
+  } finally {
+    await repo.close();
+  }
+}
+
+/** An AbortSignal fired by SIGINT/SIGTERM, so jobs stop cleanly and clean up. */
+export function interruptSignal(): AbortSignal {
+  const ac = new AbortController();
+  const stop = () => ac.abort();
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  return ac.signal;
+}
+
+export async function cmdInit(dir: string, o: { chunkSize?: string; compression?: string; json?: boolean }): Promise<number> {
+  const config = await Repository.init(dir, {
+    ...(o.chunkSize ? { chunkSize: parseSize(o.chunkSize) } : {}),
+    ...(o.compression ? { compression: parseCompression(o.compression, 3) } : {}),
+  });
+  if (o.json) printJson({ repo: dir, ...config });
+  else {
+    const c = config.compression;
+    process.stdout.write(`created repository ${dir} (chunk size ${formatBytes(config.chunkSize)}, compression ${c.codec}${c.codec === 'zstd' ? `:${c.level}` : ''})\n`);
+  }
+  return 0;
+}
+
+export interface BackupCliOptions extends RepoOption {
+  vm: string;
+  disk?: string;
+  changedExtents?: string;
+  full?: boolean;
+  json?: boolean;
+}
+
+export async function cmdBackup(source: string, o: BackupCliOptions): Promise<number> {
+  return withRepo(o, async (repo) => {
+    const progress = createProgress('backup');
+    const point = await runFileBackup({
+      repo,
+      source,
+      vm: o.vm,
+      ...(o.disk ? { disk: o.disk } : {}),
+      ...(o.changedExtents ? { changedExtentsFile: o.changedExtents } : {}),
+      full: o.full ?? false,
+      signal: interruptSignal(),
+      onProgress: (p) => progress.update(p.done, p.total),
+    });
+    progress.finish();
+    printBackup(point, o.json ?? false);
+    return 0;
+  });
+}
+
+function printBackup(p: PointRecord, json: boolean): void {
+  const s = p.stats;
+  if (json) {
+    printJson({ point: p.id, vm: p.vm, disk: p.disk, parent: p.parent, mode: p.mode, sizeBytes: p.sizeBytes, ...s });
+    return;
+  }
+  const rate = s.durationMs > 0 ? formatBytes((s.bytesRead / s.durationMs) * 1000) + '/s' : '-';
+  process.stdout.write(
+    `point ${p.id} committed: vm ${p.vm} disk ${p.disk} (${p.mode}, ${formatBytes(p.sizeBytes)})\n` +
+      `  read ${formatBytes(s.bytesRead)} in ${(s.durationMs / 1000).toFixed(2)} s (${rate}); ` +
+      `new ${formatBytes(s.bytesNew)} stored from ${formatBytes(s.rawNew)}; ` +
+      `chunks: ${s.chunksNew} new, ${s.chunksDedup} dedup, ${s.chunksZero} zero\n`,
+  );
+}
+
+export async function cmdPoints(o: RepoOption & { vm?: string; disk?: string; json?: boolean }): Promise<number> {
+  const repo = await Repository.open(repoDir(o));
+  const points = await repo.catalog.list({ ...(o.vm ? { vm: o.vm } : {}), ...(o.disk ? { disk: o.disk } : {}) });
+  await repo.close();
+  if (o.json) {
+    printJson(points);
+    return 0;
+  }
+  const rows = points.map((p) => [p.id, p.vm, p.disk, p.time.replace('T', ' ').slice(0, 19), p.mode, formatBytes(p.sizeBytes), formatBytes(p.stats.bytesNew), p.parent ?? '-']);
+  process.stdout.write(table(['ID', 'VM', 'DISK', 'TIME (UTC)', 'MODE', 'SIZE', 'NEW', 'PARENT'], rows, [5, 6]) + '\n');
+  return 0;
+}
+
+export interface RestoreCliOptions extends RepoOption {
+  vm?: string;
+  disk?: string;
+  output: string;
+  verifyDigest?: boolean;
+  json?: boolean;
+}
+
+export async function cmdRestore(ref: string, o: RestoreCliOptions): Promise<number> {
+  return withRepo(o, async (repo) => {
+    const point = await repo.catalog.resolve(ref, { ...(o.vm ? { vm: o.vm } : {}), ...(o.disk ? { disk: o.disk } : {}) });
+    const started = Date.now();
+    const progress = createProgress('restore');
+    await runRestore({
+      repo,
+      point,
+      output: o.output,
+      signal: interruptSignal(),
+      verifyDigest: o.verifyDigest ?? false,
+      onProgress: (p) => progress.update(p.done, p.total),
+    });
+    progress.finish();
+    const ms = Date.now() - started;
+    if (o.json) printJson({ point: point.id, output: o.output, sizeBytes: point.sizeBytes, durationMs: ms });
+    else if (o.output !== '-') process.stdout.write(`restored point ${point.id} (${formatBytes(point.sizeBytes)}) to ${o.output} in ${(ms / 1000).toFixed(2)} s\n`);
+    return 0;
+  });
+}
+
+export async function cmdVerify(ref: string | undefined, o: RepoOption & { readData?: boolean; json?: boolean }): Promise<number> {
+  return withRepo(o, async (repo) => {
+    const points = ref ? [await repo.catalog.resolve(ref)] : undefined;
+    const progress = createProgress('verify', 'items');
+    const report = await verify(repo, { ...(points ? { points } : {}), readData: o.readData ?? false, onProgress: (p) => progress.update(p.done, p.total) });
+    progress.finish();
+    printVerify(report, o.json ?? false);
+    return report.ok ? 0 : new ChunkvaultError('VERIFY_FAILED', '').exitCode;
+  });
+}
+
+function printVerify(r: VerifyReport, json: boolean): void {
+  if (json) {
+    printJson(r);
+    return;
+  }
+  for (const p of r.problems) {
+    const pts = p.points.length ? ` (points: ${p.points.join(', ')})` : '';
+    process.stdout.write(`${p.code}: ${p.message}${pts}\n`);
+  }
+  const what = `${r.pointsChecked} points, ${r.chunksReferenced} chunks referenced, ${r.containersChecked} containers${r.chunksRead ? `, ${r.chunksRead} chunks read` : ''}`;
+  process.stdout.write(r.ok ? `ok: ${what}\n` : `FAILED: ${r.problems.length} problems; checked ${what}\n`);
+}
+
+export async function cmdStats(o: RepoOption & { json?: boolean }): Promise<number> {
+  return withRepo(o, async (repo) => {
+    const s = await repoStats(repo);
+    if (o.json) printJson(s);
+    else process.stdout.write(formatStats(s));
+    return 0;
+  });
+}
+
+/** The stats report as text (also used by the demo). */
+export function formatStats(s: RepoStats): string {
+  const overall = table(
+    ['', 'VALUE'],
+    [
+      ['points', String(s.points)],
+      ['vms', String(s.vms)],
+      ['logical bytes', formatBytes(s.logicalBytes)],
+      ['zero bytes (not stored)', formatBytes(s.zeroBytes)],
+      ['unique chunks', String(s.uniqueChunks)],
+      ['unique raw bytes', formatBytes(s.uniqueRawBytes)],
+      ['stored bytes (containers)', formatBytes(s.storedBytes)],
+      ['dedup ratio', formatRatio(s.dedupRatio)],
+      ['compression ratio', formatRatio(s.compressionRatio)],
+      ['total ratio (logical/stored)', formatRatio(s.totalRatio)],
+    ],
+    [1],
+  );
+  const rows = s.perPoint.map((p) => [p.id, p.vm, p.disk, formatBytes(p.logicalBytes), formatBytes(p.zeroBytes), formatBytes(p.uniqueBytes), formatBytes(p.bytesNew), formatBytes(p.exclusiveBytes)]);
+  const per = table(['POINT', 'VM', 'DISK', 'LOGICAL', 'ZERO', 'UNIQUE', 'ADDED', 'EXCLUSIVE'], rows, [3, 4, 5, 6, 7]);
+  return `${overall}\n\n${per}\n`;
+}
+
+export async function cmdIndexRebuild(o: RepoOption & { json?: boolean }): Promise<number> {
+  return withRepo(o, async (repo) => {
+    const progress = createProgress('index rebuild', 'items');
+    const r = await rebuildIndex(repo, (p) => progress.update(p.done, p.total));
+    progress.finish();
+    if (o.json) printJson(r);
+    else process.stdout.write(`index rebuilt: ${r.chunks} chunks from ${r.containers} containers${r.scanned.length ? ` (${r.scanned.length} recovered by scanning)` : ''}\n`);
+    return 0;
+  });
+}

@@ -1,0 +1,102 @@
+#!/usr/bin/env node
+/**
+ * The `chunkvault` command. Command names and flags are a contract (scripts call
+ * them); exit codes and error codes are listed in the README.
+ */
+import { Command, CommanderError, Option } from 'commander';
+import { ChunkvaultError } from '../../engine/index.js';
+import { runDemo } from '../demo.js';
+import { parseSize } from '../units.js';
+import { cmdBackup, cmdIndexRebuild, cmdInit, cmdPoints, cmdRestore, cmdStats, cmdVerify } from './commands.js';
+import { reportError } from './output.js';
+
+const repoOption = () => new Option('--repo <repo>', 'repository directory (default: $CHUNKVAULT_REPO)');
+const jsonOption = () => new Option('--json', 'print machine-readable JSON on stdout');
+
+function action<A extends unknown[]>(fn: (...args: A) => Promise<number>) {
+  return async (...args: A) => {
+    process.exitCode = await fn(...args);
+  };
+}
+
+function buildProgram(): Command {
+  const program = new Command('chunkvault')
+    .description('Block-level deduplicating backups of virtual-machine disks: every point a full image.')
+    .version('0.1.0')
+    .showHelpAfterError()
+    .exitOverride();
+  program
+    .command('init <repo>')
+    .description('create a repository')
+    .option('--chunk-size <size>', 'chunk size, a power of two from 64K to 4M (default 1M)')
+    .option('--compression <codec>', 'zstd[:LEVEL] | lz4 | none (default zstd:1)')
+    .addOption(jsonOption())
+    .action(action(cmdInit));
+  program
+    .command('backup <source>')
+    .description('back up a raw disk image or block device as a new restore point')
+    .addOption(repoOption())
+    .requiredOption('--vm <vm>', 'VM name')
+    .option('--disk <disk>', "disk name (default: the source's base name)")
+    .option('--changed-extents <file>', 'JSON [{"offset":N,"length":N}]: read only these, on top of the latest point')
+    .option('--full', 'read the whole source even when --changed-extents is given')
+    .addOption(jsonOption())
+    .action(action(cmdBackup));
+  program
+    .command('points')
+    .description('list committed restore points')
+    .addOption(repoOption())
+    .option('--vm <vm>', 'only this VM')
+    .option('--disk <disk>', 'only this disk')
+    .addOption(jsonOption())
+    .action(action(cmdPoints));
+  program
+    .command('restore <point>')
+    .description('write a point as a full disk image (point: id, unique prefix, or "latest")')
+    .addOption(repoOption())
+    .option('--vm <vm>', 'resolve the point among this VM')
+    .option('--disk <disk>', 'resolve the point among this disk')
+    .requiredOption('--output <path>', 'file, block device, or - for stdout')
+    .option('--verify-digest', 'also check SHA-256 of every chunk (the check hash is always checked)')
+    .addOption(jsonOption())
+    .action(action(cmdRestore));
+  program
+    .command('verify [point]')
+    .description('check the repository (or one point); exits non-zero on any problem')
+    .addOption(repoOption())
+    .option('--read-data', 're-read and re-hash every stored chunk')
+    .addOption(jsonOption())
+    .action(action(cmdVerify));
+  program.command('stats').description('space usage, dedup and compression ratios, per point').addOption(repoOption()).addOption(jsonOption()).action(action(cmdStats));
+  const index = program.command('index').description('chunk index maintenance');
+  index.command('rebuild').description('rebuild the index from the container footers').addOption(repoOption()).addOption(jsonOption()).action(action(cmdIndexRebuild));
+  program
+    .command('demo')
+    .description('run the embedded default: sample disk, full + incremental backups, checked restores, stats')
+    .option('--dir <dir>', 'working directory', 'chunkvault-demo')
+    .option('--size <size>', 'sample disk size', '256M')
+    .option('--incrementals <n>', 'number of incremental backups', '4')
+    .action(
+      action(async (o: { dir: string; size: string; incrementals: string }) => {
+        const ok = await runDemo({ dir: o.dir, sizeBytes: parseSize(o.size) + 12345, incrementals: Number(o.incrementals), log: (l) => console.log(l) });
+        if (!ok) throw new ChunkvaultError('VERIFY_FAILED', 'a restored point did not match');
+        return 0;
+      }),
+    );
+  return program;
+}
+
+async function main(argv: string[]): Promise<void> {
+  const json = argv.includes('--json');
+  try {
+    await buildProgram().parseAsync(argv);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      process.exitCode = err.exitCode === 0 ? 0 : 2;
+      return;
+    }
+    process.exitCode = reportError(err, json);
+  }
+}
+
+await main(process.argv);

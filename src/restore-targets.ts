@@ -1,0 +1,96 @@
+/**
+ * Restore targets: a new regular file (written to `<path>.partial`, renamed on
+ * success, sparse: zero chunks are holes), an existing block device (every byte
+ * written), and a stream such as stdout (in order, zeros written).
+ */
+import { createWriteStream, promises as fsp } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { ChunkvaultError, toChunkvaultError, type RestoreTarget } from '../engine/index.js';
+
+function outputError(err: unknown, what: string): ChunkvaultError {
+  const inner = toChunkvaultError(err, what);
+  return new ChunkvaultError('OUTPUT_FAILED', inner.message, { cause: err, details: inner.details });
+}
+
+export class FileTarget implements RestoreTarget {
+  readonly sparse: boolean;
+  private fh: fsp.FileHandle | undefined;
+  private readonly writePath: string;
+
+  private constructor(private readonly path: string, private readonly isDevice: boolean) {
+    this.sparse = !isDevice;
+    this.writePath = isDevice ? path : `${path}.partial`;
+  }
+
+  static async create(path: string): Promise<FileTarget> {
+    const st = await fsp.stat(path).catch(() => undefined);
+    return new FileTarget(path, st?.isBlockDevice() ?? false);
+  }
+
+  async begin(sizeBytes: number): Promise<void> {
+    try {
+      this.fh = await fsp.open(this.writePath, this.isDevice ? 'r+' : 'w', 0o644);
+      if (!this.isDevice) await this.fh.truncate(sizeBytes);
+    } catch (err) {
+      throw outputError(err, `cannot create ${this.path}`);
+    }
+  }
+
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    try {
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await this.fh!.write(data, done, data.length - done, offset + done);
+        done += bytesWritten;
+      }
+    } catch (err) {
+      throw outputError(err, `writing ${this.path}`);
+    }
+  }
+
+  async commit(): Promise<void> {
+    try {
+      await this.fh!.sync();
+      await this.fh!.close();
+      this.fh = undefined;
+      if (!this.isDevice) await fsp.rename(this.writePath, this.path);
+    } catch (err) {
+      throw outputError(err, `finishing ${this.path}`);
+    }
+  }
+
+  async abort(): Promise<void> {
+    await this.fh?.close().catch(() => undefined);
+    this.fh = undefined;
+    if (!this.isDevice) await fsp.rm(this.writePath, { force: true });
+  }
+}
+
+export class StreamTarget implements RestoreTarget {
+  readonly sparse = false;
+  private failure: Error | undefined;
+
+  constructor(private readonly out: Writable) {
+    out.on('error', (err) => (this.failure ??= err));
+  }
+
+  static stdout(): StreamTarget {
+    return new StreamTarget(createWriteStream('', { fd: 1 }));
+  }
+
+  async begin(): Promise<void> {}
+
+  async write(_offset: number, data: Uint8Array): Promise<void> {
+    if (this.failure) throw outputError(this.failure, 'writing the output stream');
+    if (!this.out.write(data)) await new Promise<void>((resolve) => this.out.once('drain', resolve));
+  }
+
+  async commit(): Promise<void> {
+    await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(outputError(err, 'closing output')) : resolve())));
+    if (this.failure) throw outputError(this.failure, 'writing the output stream');
+  }
+
+  async abort(): Promise<void> {
+    this.out.destroy();
+  }
+}
