@@ -1,0 +1,114 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { backup, ChunkvaultError, isChunkvaultError, Repository, restore, verify, type BlockSource, type RestoreTarget } from './index.js';
+
+/** An in-memory disk; `failAfter` makes reads fail after that many calls (a faulty source). */
+class MemorySource implements BlockSource {
+  reads = 0;
+  constructor(public data: Buffer, private readonly failAfter = Infinity) {}
+  get sizeBytes(): number {
+    return this.data.length;
+  }
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    if (++this.reads > this.failAfter) throw new ChunkvaultError('SOURCE_READ_FAILED', 'injected read failure');
+    target.set(this.data.subarray(offset, offset + target.length));
+  }
+  describe(): string {
+    return 'memory';
+  }
+  async close(): Promise<void> {}
+}
+
+class MemoryTarget implements RestoreTarget {
+  readonly sparse = false;
+  buf = Buffer.alloc(0);
+  async begin(size: number): Promise<void> {
+    this.buf = Buffer.alloc(size, 0xee);
+  }
+  async write(offset: number, data: Uint8Array): Promise<void> {
+    this.buf.set(data, offset);
+  }
+  async commit(): Promise<void> {}
+  async abort(): Promise<void> {}
+}
+
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+const CHUNK = 65536;
+
+function disk(size: number): Buffer {
+  const b = Buffer.alloc(size);
+  for (let at = 0; at < size; at += CHUNK) {
+    const kind = (at / CHUNK) % 4;
+    if (kind === 1) randomBytes(Math.min(CHUNK, size - at)).copy(b, at);
+    if (kind === 2) b.fill(`block ${at} `, at, Math.min(size, at + CHUNK));
+  }
+  return b;
+}
+
+let dir: string;
+let repo: Repository;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'cv-engine-'));
+  await Repository.init(dir, { chunkSize: CHUNK, compression: { codec: 'lz4', level: 0 }, containerTargetBytes: 4 * CHUNK });
+  repo = await Repository.open(dir, { threads: 2 });
+});
+afterAll(async () => {
+  await repo.close();
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function restoreBytes(id: string): Promise<Buffer> {
+  const t = new MemoryTarget();
+  await restore(repo, await repo.catalog.get(id), t);
+  return t.buf;
+}
+
+describe('engine backup and restore', () => {
+  it('backs up, dedups, and restores incrementals and resized disks exactly', async () => {
+    const src = new MemorySource(disk(40 * CHUNK + 1234));
+    const full = await backup(repo, { source: src, vm: 'vm', disk: 'd' });
+    expect(sha(await restoreBytes(full.id))).toBe(sha(src.data));
+    const again = await backup(repo, { source: src, vm: 'vm', disk: 'd', parent: full });
+    expect(again.stats.chunksNew).toBe(0);
+    let parent = again;
+    for (const [size, off] of [[40 * CHUNK + 1234, 5], [50 * CHUNK + 7, 44], [20 * CHUNK + 99, 3]] as const) {
+      const next = Buffer.alloc(size);
+      src.data.copy(next, 0, 0, Math.min(size, src.data.length));
+      randomBytes(3000).copy(next, off * CHUNK + 100);
+      src.data = next;
+      parent = await backup(repo, { source: src, vm: 'vm', disk: 'd', parent, changed: [{ offset: off * CHUNK + 100, length: 3000 }] });
+      expect(parent.mode).toBe('incremental');
+      expect(sha(await restoreBytes(parent.id))).toBe(sha(src.data));
+    }
+    expect((await verify(repo, { readData: true })).ok).toBe(true);
+  });
+
+  it('commits nothing when the source fails mid-backup', async () => {
+    const before = await repo.catalog.list();
+    const src = new MemorySource(disk(64 * CHUNK).fill(7, 0, 10), 30);
+    await expect(backup(repo, { source: src, vm: 'vm2', disk: 'd' })).rejects.toSatisfy((e) => isChunkvaultError(e, 'SOURCE_READ_FAILED'));
+    expect(await repo.catalog.list()).toEqual(before);
+    expect(await readdir(join(dir, 'containers', 'tmp'))).toEqual([]);
+    expect(await readdir(join(dir, 'tmp'))).toEqual([]);
+    expect((await verify(repo, { readData: true })).ok).toBe(true);
+  });
+
+  it('stops with INTERRUPTED when aborted and commits nothing', async () => {
+    const ac = new AbortController();
+    ac.abort();
+    const src = new MemorySource(disk(64 * CHUNK));
+    await expect(backup(repo, { source: src, vm: 'vm3', disk: 'd', signal: ac.signal })).rejects.toSatisfy((e) => isChunkvaultError(e, 'INTERRUPTED'));
+    expect(await repo.catalog.list({ vm: 'vm3' })).toEqual([]);
+  });
+
+  it('treats unread slots of a parentless extent backup as zeros', async () => {
+    const src = new MemorySource(disk(8 * CHUNK));
+    const p = await backup(repo, { source: src, vm: 'vm4', disk: 'd', changed: [{ offset: CHUNK, length: CHUNK }] });
+    const expected = Buffer.alloc(8 * CHUNK);
+    src.data.copy(expected, CHUNK, CHUNK, 2 * CHUNK);
+    expect(sha(await restoreBytes(p.id))).toBe(sha(expected));
+  });
+});
