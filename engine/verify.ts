@@ -52,7 +52,9 @@ export async function verify(repo: Repository, options: VerifyOptions = {}): Pro
   const points = options.points ?? (await repo.catalog.list());
   const st: State = { problems: [], badChunks: new Map(), containers: new Map(), referenced: new Set(), chunksRead: 0 };
   for (const p of points) await checkPoint(repo, p, st);
-  const ids = options.readData ? await repo.containerIds() : [...st.containers.keys()];
+  // A full --read-data run reads every container (unreferenced data included: a later
+  // dedup hit could reference it); a single point's run reads only what it references.
+  const ids = options.readData && !options.points ? await repo.containerIds() : [...st.containers.keys()];
   let done = 0;
   for (const id of ids) {
     await (options.readData ? readContainer(repo, id, st) : checkContainer(repo, id, st));
