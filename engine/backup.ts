@@ -24,7 +24,11 @@ import { SlotReader, type SlotData } from './slot-reader.js';
 import { ChunkvaultError } from './errors.js';
 import { isAllZero } from './_bytes.js';
 import { DIGEST_BYTES, MIB } from './constants.js';
-import type { HashResult } from './_worker.js';
+
+/** Bytes of chunks processed per window (per pipeline stage). */
+const WINDOW_BYTES = 16 * MIB;
+import type { HashResult, PackResult } from './_worker.js';
+import type { ChunkLocation } from './chunk-index.js';
 import type { CompressionSetting } from './codecs.js';
 import type { WorkerPool } from './worker-pool.js';
 
@@ -113,6 +117,15 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
   }
 }
 
+/** A window whose chunks are hashed, looked up and compressed, ready to append. */
+interface PreparedWindow {
+  readonly items: SlotData[];
+  readonly data: SlotData[];
+  readonly hashed: HashResult[];
+  readonly locations: (ChunkLocation | undefined)[];
+  readonly packed: Map<number, PackResult>;
+}
+
 class BackupJob {
   readonly writer: ChunkWriter;
   private readonly counters: Counters = { bytesRead: 0, rawNew: 0, chunksRead: 0, chunksZero: 0, chunksNew: 0, chunksDedup: 0 };
@@ -127,32 +140,49 @@ class BackupJob {
 
   constructor(repo: Repository, private readonly req: BackupRequest, private readonly g: MapGeometry, ranges: SlotRange[], writer: ChunkWriter) {
     this.writer = writer;
-    this.window = Math.max(8, Math.floor((32 * MIB) / g.chunkSize));
-    this.buffers = new BufferPool(g.chunkSize, this.window * 2 + 8);
+    this.window = Math.max(4, Math.floor(WINDOW_BYTES / g.chunkSize));
     const concurrency = req.readConcurrency ?? 4;
+    // One window appending, one being hashed, one read ahead, plus reads in flight.
+    this.buffers = new BufferPool(g.chunkSize, this.window * 3 + concurrency);
     this.reader = new SlotReader(req.source, g, ranges, this.buffers, concurrency, this.window + concurrency);
     this.pool = repo.pool();
     this.compression = repo.config.compression;
     this.totalBytes = Math.min(slotCountOf(ranges) * g.chunkSize, g.diskSize);
   }
 
+  /**
+   * Two-stage window pipeline: window k+1 is hashed and compressed on the pool while
+   * window k is appended to the container and the map.
+   */
   async run(mapWriter: MapWriter, parentMap: MapReader | undefined): Promise<void> {
     const parentSlots = parentMap?.geometry.slotCount ?? 0;
     let pending = await this.reader.next();
-    for (let first = 0; first < this.g.slotCount; first += this.window) {
-      if (this.req.signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'backup interrupted');
-      const end = Math.min(first + this.window, this.g.slotCount);
-      const digests = new Uint8Array((end - first) * DIGEST_BYTES);
-      if (parentMap && first < parentSlots) digests.set(await parentMap.readSlots(first, Math.min(end, parentSlots) - first));
-      const items: SlotData[] = [];
-      while (pending && pending.slot < end) {
-        items.push(pending);
-        pending = await this.reader.next();
+    let appending: Promise<void> = Promise.resolve();
+    try {
+      for (let first = 0; first < this.g.slotCount; first += this.window) {
+        if (this.req.signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'backup interrupted');
+        const end = Math.min(first + this.window, this.g.slotCount);
+        const digests = new Uint8Array((end - first) * DIGEST_BYTES);
+        if (parentMap && first < parentSlots) digests.set(await parentMap.readSlots(first, Math.min(end, parentSlots) - first));
+        const items: SlotData[] = [];
+        while (pending && pending.slot < end) {
+          items.push(pending);
+          pending = await this.reader.next();
+        }
+        const prepared = this.prepare(items, digests, first);
+        prepared.catch(() => undefined);
+        await appending;
+        appending = prepared.then(async (w) => {
+          await this.append(w, digests, first);
+          await mapWriter.append(digests);
+          this.req.onProgress?.({ done: this.counters.bytesRead, total: this.totalBytes });
+        });
+        appending.catch(() => undefined);
       }
-      await this.processWindow(items, digests, first);
-      await mapWriter.append(digests);
-      this.req.onProgress?.({ done: this.counters.bytesRead, total: this.totalBytes });
+    } finally {
+      await appending.catch(() => undefined);
     }
+    await appending;
   }
 
   stats(durationMs: number): PointStats {
@@ -163,7 +193,8 @@ class BackupJob {
     await Promise.allSettled([this.reader.cancel(), this.writer.abort()]);
   }
 
-  private async processWindow(items: SlotData[], digests: Uint8Array, first: number): Promise<void> {
+  /** Zero check, then hash (and maybe compress) on the pool, lookup, compress misses. */
+  private async prepare(items: SlotData[], digests: Uint8Array, first: number): Promise<PreparedWindow> {
     const data = items.filter((it) => {
       if (!this.countZero(it)) return true;
       digests.fill(0, (it.slot - first) * DIGEST_BYTES, (it.slot - first + 1) * DIGEST_BYTES);
@@ -178,14 +209,19 @@ class BackupJob {
     hashed.forEach((h, i) => ((data[i] as SlotData).buf = h.buf));
     const locations = await this.writer.lookup(hashed.map((h) => h.digest));
     const packed = await this.packMisses(data, hashed, locations.map((l) => l === undefined));
+    return { items, data, hashed, locations, packed };
+  }
+
+  /** Appends the window's new chunks in slot order and fills its map digests. */
+  private async append(w: PreparedWindow, digests: Uint8Array, first: number): Promise<void> {
     let added = 0;
-    for (let i = 0; i < data.length; i++) {
-      const it = data[i] as SlotData;
-      const h = hashed[i] as HashResult;
-      const loc = locations[i];
+    for (let i = 0; i < w.data.length; i++) {
+      const it = w.data[i] as SlotData;
+      const h = w.hashed[i] as HashResult;
+      const loc = w.locations[i] ?? this.writer.pendingLocation(h.digest);
       if (loc) ChunkWriter.checkHit(h.digest, loc, h.checkHash);
-      else if (!this.writer.hasPending(h.digest)) {
-        const p = packed.get(i) ?? h.compressed;
+      else {
+        const p = w.packed.get(i) ?? h.compressed;
         if (!p) throw new ChunkvaultError('INTERNAL', 'missing compressed chunk');
         await this.writer.add({
           header: { codec: p.codec, rawLength: it.length, storedLength: p.payload.length, digest: h.digest, checkHash: h.checkHash, payloadHash: p.payloadHash },
@@ -197,9 +233,9 @@ class BackupJob {
       digests.set(h.digest, (it.slot - first) * DIGEST_BYTES);
     }
     this.counters.chunksNew += added;
-    this.counters.chunksDedup += data.length - added;
-    if (data.length > 0) this.newRatio = added / data.length;
-    for (const it of items) this.buffers.release(it.buf);
+    this.counters.chunksDedup += w.data.length - added;
+    if (w.data.length > 0) this.newRatio = added / w.data.length;
+    for (const it of w.items) this.buffers.release(it.buf);
   }
 
   /** Counts the slot as read; true (and digest stays zero) when it is all zeros. */
@@ -211,14 +247,14 @@ class BackupJob {
     return true;
   }
 
-  private async packMisses(data: SlotData[], hashed: HashResult[], miss: boolean[]) {
+  private async packMisses(data: SlotData[], hashed: HashResult[], miss: boolean[]): Promise<Map<number, PackResult>> {
     const jobs = data.map(async (it, i) => {
       if (!miss[i] || hashed[i]?.compressed) return undefined;
       const r = await this.pool.compress({ buf: it.buf, length: it.length, ...this.compression });
       it.buf = r.buf;
       return [i, r.packed] as const;
     });
-    const out = new Map<number, NonNullable<HashResult['compressed']>>();
+    const out = new Map<number, PackResult>();
     for (const r of await Promise.all(jobs)) if (r) out.set(r[0], r[1]);
     return out;
   }

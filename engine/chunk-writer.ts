@@ -21,9 +21,12 @@ export interface NewChunk {
 }
 
 export class ChunkWriter {
-  /** Chunks in the open (unsealed) container, by digest hex. */
+  /** Chunks not yet in the index (open or sealing containers), by digest hex. */
   private readonly pending = new Map<string, ChunkLocation>();
   private container: ContainerWriter | undefined;
+  /** The container being sealed in the background (at most one). */
+  private sealing: Promise<void> | undefined;
+  private failure: unknown;
   private storedBytes = 0;
 
   constructor(
@@ -37,7 +40,7 @@ export class ChunkWriter {
     return this.storedBytes;
   }
 
-  /** Looks up digests: this backup's unsealed chunks first, then the index, in one batch. */
+  /** Looks up digests: this backup's unindexed chunks first, then the index, in one batch. */
   async lookup(digests: readonly Uint8Array[]): Promise<(ChunkLocation | undefined)[]> {
     const found: (ChunkLocation | undefined)[] = digests.map((d) => this.pending.get(toHex(d)));
     const missing = digests.filter((_, i) => found[i] === undefined);
@@ -46,9 +49,9 @@ export class ChunkWriter {
     return found.map((f) => f ?? fromIndex[j++]);
   }
 
-  /** True when `digest` was added by this writer and is not yet sealed. */
-  hasPending(digest: Uint8Array): boolean {
-    return this.pending.has(toHex(digest));
+  /** This backup's location of `digest` when it added it and it is not indexed yet. */
+  pendingLocation(digest: Uint8Array): ChunkLocation | undefined {
+    return this.pending.get(toHex(digest));
   }
 
   /** Compares the check hash of a dedup hit; a mismatch fails the backup. */
@@ -62,8 +65,9 @@ export class ChunkWriter {
     }
   }
 
-  /** Appends a new chunk; seals the container when it reaches its target size. */
+  /** Appends a new chunk; a container that reaches its target size is sealed in the background. */
   async add(chunk: NewChunk): Promise<ChunkLocation> {
+    if (this.failure) throw this.failure;
     const key = toHex(chunk.header.digest);
     const known = this.pending.get(key);
     if (known) return known;
@@ -73,25 +77,45 @@ export class ChunkWriter {
     this.storedBytes += this.container.byteSize - before;
     const loc = locationOf(containerId, entry);
     this.pending.set(key, loc);
-    if (this.container.byteSize >= this.containerTargetBytes || this.container.isFull) await this.seal();
+    if (this.container.byteSize >= this.containerTargetBytes || this.container.isFull) await this.startSeal();
     return loc;
   }
 
-  /** Seals the open container (if any) and indexes its chunks. */
+  /** Seals the open container (if any), waits for every seal, and indexes the chunks. */
   async seal(): Promise<void> {
-    const container = this.container;
-    if (!container) return;
-    this.container = undefined;
-    const entries = await container.seal();
-    await this.index.putMany(entries.map((e) => [e.digest, locationOf(container.id, e)]));
-    this.pending.clear();
+    await this.startSeal();
+    await this.sealing;
+    if (this.failure) throw this.failure;
   }
 
   /** Drops the unsealed container. Sealed ones stay (valid, indexed, unreferenced). */
   async abort(): Promise<void> {
     const container = this.container;
     this.container = undefined;
+    await this.sealing?.catch(() => undefined);
     this.pending.clear();
     await container?.abort();
+  }
+
+  /**
+   * Starts sealing the open container. Waits for the previous seal first, so at most
+   * one container is sealing while the next one fills.
+   */
+  private async startSeal(): Promise<void> {
+    const container = this.container;
+    if (!container) return;
+    this.container = undefined;
+    await this.sealing;
+    if (this.failure) {
+      await container.abort();
+      throw this.failure;
+    }
+    this.sealing = (async () => {
+      const entries = await container.seal();
+      await this.index.putMany(entries.map((e) => [e.digest, locationOf(container.id, e)]));
+      for (const e of entries) this.pending.delete(toHex(e.digest));
+    })().catch((err: unknown) => {
+      this.failure ??= err;
+    });
   }
 }

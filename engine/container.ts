@@ -3,8 +3,8 @@
  * `ContainerReader` opens a sealed container and reads records back. Byte layout in
  * container-format.ts; commit order in FORMAT.md.
  *
- * Writer invariants: records are staged in memory up to STAGE_BYTES and written
- * with one write call (large sequential appends); the first I/O error is sticky and
+ * Writer invariants: records are copied into one reused STAGE_BYTES buffer and
+ * written with one call per fill (large sequential appends, no per-record allocation); the first I/O error is sticky and
  * every later call fails with it (a half-written container is never sealed).
  */
 import { randomBytes } from 'node:crypto';
@@ -54,8 +54,9 @@ export class ContainerWriter {
   readonly id: string;
   private readonly entries: FooterEntry[] = [];
   private size = CONTAINER_HEADER_BYTES;
-  private stage: Uint8Array[] = [];
-  private stagedBytes = 0;
+  /** Reused staging buffer: records are copied in and written with one call per fill. */
+  private readonly stage = new Uint8Array(STAGE_BYTES);
+  private staged = 0;
   private writtenBytes = 0;
   private failure: ChunkvaultError | undefined;
   private sealed = false;
@@ -66,8 +67,8 @@ export class ContainerWriter {
     idBytes: Uint8Array,
   ) {
     this.id = toHex(idBytes);
-    this.stage.push(encodeContainerHeader(idBytes));
-    this.stagedBytes = CONTAINER_HEADER_BYTES;
+    this.stage.set(encodeContainerHeader(idBytes), 0);
+    this.staged = CONTAINER_HEADER_BYTES;
   }
 
   static async create(repoDir: string): Promise<ContainerWriter> {
@@ -97,15 +98,20 @@ export class ContainerWriter {
     this.check();
     if (this.isFull) throw new ChunkvaultError('INTERNAL', 'container is full');
     const offset = this.size;
-    const rec = new Uint8Array(RECORD_HEADER_BYTES + payload.length);
-    encodeRecordHeader(header, rec);
-    rec.set(payload, RECORD_HEADER_BYTES);
-    this.stage.push(rec);
-    this.stagedBytes += rec.length;
-    this.size += rec.length;
+    const recordBytes = RECORD_HEADER_BYTES + payload.length;
+    if (this.staged + recordBytes > STAGE_BYTES) await this.flush();
+    encodeRecordHeader(header, this.stage.subarray(this.staged, this.staged + RECORD_HEADER_BYTES));
+    this.staged += RECORD_HEADER_BYTES;
+    if (this.staged + payload.length > STAGE_BYTES) {
+      await this.flush();
+      await this.writeDirect(payload);
+    } else {
+      this.stage.set(payload, this.staged);
+      this.staged += payload.length;
+    }
+    this.size += recordBytes;
     const entry: FooterEntry = { ...header, offset };
     this.entries.push(entry);
-    if (this.stagedBytes >= STAGE_BYTES) await this.flush();
     return { containerId: this.id, entry };
   }
 
@@ -115,9 +121,9 @@ export class ContainerWriter {
     try {
       const footer = encodeFooter(this.entries);
       const trailer = encodeTrailer({ footerOffset: this.size, count: this.entries.length, footerHash: xxh64(footer) });
-      this.stage.push(footer, trailer);
-      this.stagedBytes += footer.length + trailer.length;
       await this.flush();
+      await this.writeDirect(footer);
+      await this.writeDirect(trailer);
       await this.fh.datasync();
       await this.fh.close();
       this.sealed = true;
@@ -137,14 +143,20 @@ export class ContainerWriter {
   }
 
   private async flush(): Promise<void> {
-    if (this.stagedBytes === 0) return;
-    const parts = this.stage;
-    this.stage = [];
-    const bytes = this.stagedBytes;
-    this.stagedBytes = 0;
+    if (this.staged === 0) return;
+    const n = this.staged;
+    this.staged = 0;
+    await this.writeDirect(this.stage.subarray(0, n));
+  }
+
+  private async writeDirect(data: Uint8Array): Promise<void> {
     try {
-      await this.fh.writev(parts, this.writtenBytes);
-      this.writtenBytes += bytes;
+      let done = 0;
+      while (done < data.length) {
+        const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.writtenBytes + done);
+        done += bytesWritten;
+      }
+      this.writtenBytes += data.length;
     } catch (err) {
       throw this.setFailure(err, 'unable to write container');
     }
