@@ -1,8 +1,8 @@
 /**
  * Chunk compression codecs. Library choice by measurement (bench/RESULTS.md): native
  * zstd (zstd-napi, built from its bundled source at install) and native LZ4 (lz4-napi,
- * a prebuilt binary shipped inside its npm package). LZ4 uses the block format (the
- * raw length is in the record header, so no frame is needed).
+ * a prebuilt binary shipped inside its npm package). LZ4 payloads are lz4-napi's
+ * size-prefixed block (u32 LE raw length + one LZ4 block), as FORMAT.md says.
  */
 import { compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
 import lz4 from 'lz4-napi';

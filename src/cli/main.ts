@@ -28,8 +28,8 @@ function buildProgram(): Command {
   program
     .command('init <repo>')
     .description('create a repository')
-    .option('--chunk-size <size>', 'chunk size, a power of two from 64K to 4M (default 1M)')
-    .option('--compression <codec>', 'zstd[:LEVEL] | lz4 | none (default zstd:1)')
+    .option('--chunk-size <size>', 'chunk size, a power of two from 64K to 4M (default 256K)')
+    .option('--compression <codec>', 'zstd[:LEVEL] | lz4 | none (default zstd:1; "zstd" alone means level 3)')
     .addOption(jsonOption())
     .action(action(cmdInit));
   program
