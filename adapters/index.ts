@@ -2,3 +2,4 @@
  * Hypervisor front-ends and transports. Each yields `BlockSource`s for the engine.
  */
 export * from './file/index.js';
+export * from './nbd/index.js';
