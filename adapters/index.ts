@@ -3,3 +3,4 @@
  */
 export * from './file/index.js';
 export * from './nbd/index.js';
+export type { BackupPlan, FrontEnd, PlanContext } from './front-end.js';

@@ -3,7 +3,8 @@
  *
  * Plan: the slots to read are the whole disk, or the changed extents aligned outward
  * to chunk boundaries (plus every slot from the old end when the disk was resized).
- * Every other slot is copied from the parent's map, or is zero when there is none.
+ * Every other slot is copied from the parent's map (an incremental), or is zero (no
+ * parent, or `base: 'zero'`: a full backup of the allocated extents only).
  *
  *   source --(N reads in flight)--> window of W slots --> zero check
  *     --> pool: SHA-256 + XXH64 --> index getMany --> pool: compress misses
@@ -44,8 +45,14 @@ export interface BackupRequest {
   readonly disk: string;
   /** Extents to read; undefined reads the whole disk. */
   readonly changed?: readonly Extent[];
-  /** The point this backup starts from; its map supplies every slot not read. */
+  /** The previous point of this disk (recorded as the parent). */
   readonly parent?: PointRecord | null;
+  /**
+   * Where slots that are not read come from: `parent` (an incremental: the parent's map;
+   * the default when there is a parent) or `zero` (a full backup of the allocated
+   * extents only: everything else is a hole).
+   */
+  readonly base?: 'parent' | 'zero';
   readonly changeToken?: string | null;
   readonly meta?: Record<string, unknown>;
   readonly readConcurrency?: number;
@@ -86,7 +93,8 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
   const id = newPointId();
   const job = new BackupJob(repo, req, g, ranges, new ChunkWriter(repo.dir, index, repo.config.containerTargetBytes));
   const mapWriter = await MapWriter.create(repo.dir, id, g);
-  const parentMap = parent ? await MapReader.open(mapPath(repo.dir, parent.id)) : undefined;
+  const fromParent = parent !== null && (req.base ?? 'parent') === 'parent';
+  const parentMap = fromParent ? await MapReader.open(mapPath(repo.dir, parent.id)) : undefined;
   try {
     await job.run(mapWriter, parentMap);
     await job.writer.seal();
@@ -97,7 +105,7 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
       disk: req.disk,
       time: new Date().toISOString(),
       parent: parent?.id ?? null,
-      mode: req.changed ? 'incremental' : 'full',
+      mode: req.changed && fromParent ? 'incremental' : 'full',
       sizeBytes: g.diskSize,
       chunkSize,
       slotCount: g.slotCount,

@@ -1,68 +1,88 @@
 /**
- * Job orchestration: adapter -> engine. Every bad input is rejected before anything
- * is written (extents are parsed and the parent found before the index is opened),
- * and the source is always closed.
+ * Job orchestration: front-end -> engine. Every bad input is rejected before anything
+ * is written (the front-end plans, parsing extents and finding the parent, before the
+ * index is opened), and the plan is always finished and its source closed.
  */
-import { promises as fsp } from 'node:fs';
 import {
   backup,
   ChunkvaultError,
-  parseExtentsJson,
   Repository,
   restore,
+  validateName,
   type BackupProgress,
-  type Extent,
   type PointRecord,
 } from '../engine/index.js';
-import { FileSource } from '../adapters/index.js';
+import { FileFrontEnd, NbdFrontEnd, type FrontEnd } from '../adapters/index.js';
 import { FileTarget, StreamTarget } from './restore-targets.js';
+
+export interface SourceOptions {
+  /** A JSON extent list (files and block devices only). */
+  readonly changedExtentsFile?: string;
+  /** A dirty bitmap name (NBD sources). */
+  readonly bitmap?: string;
+}
+
+const NBD_SCHEME = /^nbds?(\+unix)?:\/\//;
+
+/** Picks the front-end for a source argument: an NBD URI, else a file or block device. */
+export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
+  if (NBD_SCHEME.test(source)) {
+    if (o.changedExtentsFile) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents applies to files and block devices; use --bitmap with NBD');
+    return new NbdFrontEnd(source, o.bitmap === undefined ? {} : { bitmap: o.bitmap });
+  }
+  if (o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--bitmap applies to NBD sources (nbd://, nbd+unix://, nbds://)');
+  return new FileFrontEnd(source, o.changedExtentsFile);
+}
 
 export interface BackupJobOptions {
   readonly repo: Repository;
-  readonly source: string;
+  readonly frontEnd: FrontEnd;
   readonly vm: string;
   readonly disk?: string;
-  readonly changedExtentsFile?: string;
   readonly full?: boolean;
   readonly signal?: AbortSignal;
   readonly onProgress?: (p: BackupProgress) => void;
 }
 
-async function readExtentsFile(path: string, diskSize: number): Promise<Extent[]> {
-  let text: string;
+/**
+ * Backs up one disk: resolves the previous point, lets the front-end plan, runs the
+ * engine, and always calls the plan's `finish` (which releases snapshots and exports)
+ * and closes the source.
+ */
+export async function runBackupJob(o: BackupJobOptions): Promise<PointRecord> {
+  const disk = validateName('disk', o.disk ?? o.frontEnd.diskName);
+  validateName('vm', o.vm);
+  const parent = (await o.repo.catalog.latest(o.vm, disk)) ?? null;
+  const plan = await o.frontEnd.plan({ parent, forceFull: o.full ?? false, ...(o.signal ? { signal: o.signal } : {}) });
+  let committed = false;
   try {
-    text = await fsp.readFile(path, 'utf8');
-  } catch (err) {
-    throw new ChunkvaultError('EXTENTS_INVALID', `cannot read the extent list ${path}: ${(err as Error).message}`, { cause: err });
-  }
-  return parseExtentsJson(text, diskSize);
-}
-
-/** Backs up a raw image or block device; resolves with the committed point. */
-export async function runFileBackup(o: BackupJobOptions): Promise<PointRecord> {
-  const source = await FileSource.open(o.source);
-  try {
-    const disk = o.disk ?? source.name;
-    const useExtents = o.changedExtentsFile !== undefined && !o.full;
-    const changed = useExtents ? await readExtentsFile(o.changedExtentsFile!, source.sizeBytes) : undefined;
-    const parent = (await o.repo.catalog.latest(o.vm, disk)) ?? null;
-    if (changed && !parent) {
-      throw new ChunkvaultError('NO_PARENT', `--changed-extents needs an earlier point of vm ${o.vm} disk ${disk}; run a full backup first`, {
-        details: { vm: o.vm, disk },
-      });
-    }
-    return await backup(o.repo, {
-      source,
+    const point = await backup(o.repo, {
+      source: plan.source,
       vm: o.vm,
       disk,
       parent,
-      ...(changed ? { changed } : {}),
+      base: plan.base,
+      changeToken: plan.changeToken,
+      ...(plan.changed ? { changed: plan.changed } : {}),
+      ...(plan.meta ? { meta: plan.meta } : {}),
       ...(o.signal ? { signal: o.signal } : {}),
       ...(o.onProgress ? { onProgress: o.onProgress } : {}),
     });
+    committed = true;
+    return point;
   } finally {
-    await source.close();
+    try {
+      await plan.finish(committed);
+    } finally {
+      await plan.source.close();
+    }
   }
+}
+
+/** Convenience for files: `frontEndFor` + `runBackupJob`. */
+export async function runFileBackup(o: Omit<BackupJobOptions, 'frontEnd'> & { source: string; changedExtentsFile?: string }): Promise<PointRecord> {
+  const frontEnd = frontEndFor(o.source, o.changedExtentsFile === undefined ? {} : { changedExtentsFile: o.changedExtentsFile });
+  return runBackupJob({ ...o, frontEnd });
 }
 
 export interface RestoreJobOptions {

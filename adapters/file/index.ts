@@ -1,2 +1,3 @@
 /** Raw image files and block devices (the SAN / hot-add transport). */
 export { FileSource } from './file-source.js';
+export { FileFrontEnd } from './front-end.js';

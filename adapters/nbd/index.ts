@@ -26,3 +26,4 @@ export type { BlockSizeInfo } from './handshake.js';
 export { CONTEXT_BASE_ALLOCATION, CONTEXT_DIRTY_BITMAP_PREFIX, DEFAULT_PORT, STATE, STATE_DIRTY } from './protocol.js';
 export type { TlsSettings } from './tls.js';
 export { formatNbdUri, parseNbdUri, type NbdAddress, type NbdUri } from './uri.js';
+export { NbdFrontEnd, type NbdFrontEndOptions } from './front-end.js';

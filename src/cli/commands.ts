@@ -12,7 +12,7 @@ import {
   type RepoStats,
   type VerifyReport,
 } from '../../engine/index.js';
-import { runFileBackup, runRestore } from '../jobs.js';
+import { frontEndFor, runBackupJob, runRestore } from '../jobs.js';
 import { formatBytes, formatRatio, parseSize } from '../units.js';
 import { createProgress } from './progress.js';
 import { printJson, table } from './output.js';
@@ -64,6 +64,7 @@ export interface BackupCliOptions extends RepoOption {
   vm: string;
   disk?: string;
   changedExtents?: string;
+  bitmap?: string;
   full?: boolean;
   json?: boolean;
 }
@@ -71,12 +72,15 @@ export interface BackupCliOptions extends RepoOption {
 export async function cmdBackup(source: string, o: BackupCliOptions): Promise<number> {
   return withRepo(o, async (repo) => {
     const progress = createProgress('backup');
-    const point = await runFileBackup({
+    const frontEnd = frontEndFor(source, {
+      ...(o.changedExtents ? { changedExtentsFile: o.changedExtents } : {}),
+      ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}),
+    });
+    const point = await runBackupJob({
       repo,
-      source,
+      frontEnd,
       vm: o.vm,
       ...(o.disk ? { disk: o.disk } : {}),
-      ...(o.changedExtents ? { changedExtentsFile: o.changedExtents } : {}),
       full: o.full ?? false,
       signal: interruptSignal(),
       onProgress: (p) => progress.update(p.done, p.total),

@@ -34,12 +34,13 @@ function buildProgram(): Command {
     .action(action(cmdInit));
   program
     .command('backup <source>')
-    .description('back up a raw disk image or block device as a new restore point')
+    .description('back up a disk as a new restore point: a raw image, a block device, or an NBD URI (nbd://host[:port]/export, nbd+unix:///export?socket=PATH, nbds://...)')
     .addOption(repoOption())
     .requiredOption('--vm <vm>', 'VM name')
     .option('--disk <disk>', "disk name (default: the source's base name)")
     .option('--changed-extents <file>', 'JSON [{"offset":N,"length":N}]: read only these, on top of the latest point')
-    .option('--full', 'read the whole source even when --changed-extents is given')
+    .option('--bitmap <name>', 'NBD: read only the extents dirty in qemu:dirty-bitmap:<name>, on top of the latest point')
+    .option('--full', 'read the whole source even when --changed-extents or --bitmap is given')
     .addOption(jsonOption())
     .action(action(cmdBackup));
   program
