@@ -14,6 +14,7 @@
  * -> point record (the commit). On any failure nothing is committed and the open
  * container and map are deleted.
  */
+import { rm } from 'node:fs/promises';
 import type { BlockSource, Extent } from './source.js';
 import type { Repository } from './repository.js';
 import { BufferPool } from './_buffer-pool.js';
@@ -95,10 +96,17 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
   const mapWriter = await MapWriter.create(repo.dir, id, g);
   const fromParent = parent !== null && (req.base ?? 'parent') === 'parent';
   const parentMap = fromParent ? await MapReader.open(mapPath(repo.dir, parent.id)) : undefined;
+  let mapCommitted = false;
+  const checkInterrupt = () => {
+    if (req.signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'backup interrupted');
+  };
   try {
     await job.run(mapWriter, parentMap);
+    checkInterrupt();
     await job.writer.seal();
+    checkInterrupt();
     const mapDigest = await mapWriter.commit(mapPath(repo.dir, id));
+    mapCommitted = true;
     const record: PointRecord = {
       id,
       vm: req.vm,
@@ -115,10 +123,12 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
       stats: job.stats(Date.now() - started),
       ...(req.meta ? { meta: req.meta } : {}),
     };
+    checkInterrupt();
     await repo.catalog.commit(record);
     return record;
   } catch (err) {
-    await Promise.allSettled([job.abort(), mapWriter.abort()]);
+    // A map without its point record is an orphan: remove it now rather than leave it to GC.
+    await Promise.allSettled([job.abort(), mapWriter.abort(), mapCommitted ? rm(mapPath(repo.dir, id), { force: true }) : undefined]);
     throw err;
   } finally {
     await parentMap?.close();

@@ -6,7 +6,7 @@
 import { ContainerReader } from './container.js';
 import type { ChunkIndex, ChunkLocation } from './chunk-index.js';
 import type { WorkerPool } from './worker-pool.js';
-import { ChunkvaultError, isChunkvaultError } from './errors.js';
+import { ChunkvaultError, isChunkvaultError, toChunkvaultError } from './errors.js';
 import { toHex } from './_bytes.js';
 
 const MAX_OPEN_CONTAINERS = 32;
@@ -56,6 +56,8 @@ export class ChunkReader {
       const chunk = toHex(digest);
       const details = { chunk, container: loc.containerId, offset: loc.offset };
       if (isChunkvaultError(err, 'CHUNK_MISSING')) throw new ChunkvaultError('CHUNK_MISSING', err.message, { cause: err, details });
+      // Only damage is reported as damage: I/O and internal failures keep their own code.
+      if (!isChunkvaultError(err, 'CHUNK_CORRUPT') && !isChunkvaultError(err, 'CONTAINER_CORRUPT')) throw toChunkvaultError(err, `reading chunk ${chunk}`);
       const message = `chunk ${chunk} in container ${loc.containerId} at ${loc.offset} is damaged: ${(err as Error).message}`;
       throw new ChunkvaultError('CHUNK_CORRUPT', message, { cause: err, details });
     } finally {

@@ -43,9 +43,21 @@ interface State {
   problems: VerifyProblem[];
   /** digest hex -> problem, for chunks found bad (points filled in at the end). */
   badChunks: Map<string, { code: ErrorCode; message: string; container?: string }>;
-  containers: Map<string, Set<number> | null>;
+  /** Referenced chunks by container: record offset -> digest hex. */
+  containers: Map<string, Map<number, string>>;
   referenced: Set<string>;
   chunksRead: number;
+}
+
+function markBad(st: State, hex: string, code: ErrorCode, message: string, container?: string): void {
+  if (!st.badChunks.has(hex)) st.badChunks.set(hex, { code, message, ...(container ? { container } : {}) });
+}
+
+/** Marks every referenced chunk of `id` whose offset is not in `found` as bad. */
+function markUnlisted(st: State, id: string, found: Set<number>, code: ErrorCode, why: string): void {
+  for (const [offset, hex] of st.containers.get(id) ?? []) {
+    if (!found.has(offset)) markBad(st, hex, code, `chunk ${hex} (container ${id} at ${offset}): ${why}`, id);
+  }
 }
 
 export async function verify(repo: Repository, options: VerifyOptions = {}): Promise<VerifyReport> {
@@ -53,8 +65,10 @@ export async function verify(repo: Repository, options: VerifyOptions = {}): Pro
   const st: State = { problems: [], badChunks: new Map(), containers: new Map(), referenced: new Set(), chunksRead: 0 };
   for (const p of points) await checkPoint(repo, p, st);
   // A full --read-data run reads every container (unreferenced data included: a later
-  // dedup hit could reference it); a single point's run reads only what it references.
-  const ids = options.readData && !options.points ? await repo.containerIds() : [...st.containers.keys()];
+  // dedup hit could reference it) plus referenced ones that are gone; a single point's
+  // run reads only what it references.
+  const referencedIds = [...st.containers.keys()];
+  const ids = options.readData && !options.points ? [...new Set([...(await repo.containerIds()), ...referencedIds])].sort() : referencedIds;
   let done = 0;
   for (const id of ids) {
     await (options.readData ? readContainer(repo, id, st) : checkContainer(repo, id, st));
@@ -103,41 +117,55 @@ function noteReference(st: State, digest: Uint8Array, loc: ChunkLocation | undef
     return;
   }
   let offsets = st.containers.get(loc.containerId);
-  if (offsets === undefined) st.containers.set(loc.containerId, (offsets = new Set()));
-  offsets?.add(loc.offset);
+  if (offsets === undefined) st.containers.set(loc.containerId, (offsets = new Map()));
+  offsets.set(loc.offset, hex);
 }
 
-async function checkContainer(repo: Repository, id: string, st: State): Promise<void> {
-  const reader = await ContainerReader.open(repo.dir, id).catch((err: unknown) => err as Error);
+/** Opens a container; when that fails, its referenced chunks are marked and undefined returned. */
+async function openContainer(repo: Repository, id: string, st: State): Promise<ContainerReader | undefined> {
   try {
-    if (reader instanceof Error) throw reader;
-    const entries = await reader.readFooter();
-    const listed = new Set(entries.map((e) => e.offset));
-    const wanted = st.containers.get(id);
-    for (const off of wanted ?? []) {
-      if (!listed.has(off)) st.problems.push({ code: 'INDEX_CORRUPT', message: `index points at container ${id} offset ${off}, which its footer does not list`, container: id, points: [] });
-    }
+    return await ContainerReader.open(repo.dir, id);
   } catch (err) {
     const e = toChunkvaultError(err, `container ${id}`);
     st.problems.push({ code: e.code, message: e.message, container: id, points: [] });
-    st.containers.set(id, null);
+    markUnlisted(st, id, new Set(), e.code === 'CHUNK_MISSING' ? 'CHUNK_MISSING' : 'CONTAINER_CORRUPT', e.message);
+    return undefined;
+  }
+}
+
+async function checkContainer(repo: Repository, id: string, st: State): Promise<void> {
+  const reader = await openContainer(repo, id, st);
+  if (!reader) return;
+  try {
+    const entries = await reader.readFooter();
+    markUnlisted(st, id, new Set(entries.map((e) => e.offset)), 'INDEX_CORRUPT', 'the index points at a record the footer does not list');
+  } catch (err) {
+    const e = toChunkvaultError(err, `container ${id}`);
+    st.problems.push({ code: e.code, message: e.message, container: id, points: [] });
+    markUnlisted(st, id, new Set(), 'CONTAINER_CORRUPT', e.message);
   } finally {
-    if (!(reader instanceof Error)) await reader.close();
+    await reader.close();
   }
 }
 
 async function readContainer(repo: Repository, id: string, st: State): Promise<void> {
-  const reader = await ContainerReader.open(repo.dir, id);
+  const reader = await openContainer(repo, id, st);
+  if (!reader) return;
   const pool = repo.pool();
   try {
     let entries: FooterEntry[];
+    let footerOk = true;
     try {
       entries = await reader.readFooter();
     } catch (err) {
+      footerOk = false;
       st.problems.push({ code: 'CONTAINER_CORRUPT', message: (err as Error).message, container: id, points: [] });
       entries = [];
       for await (const e of reader.scanRecords()) entries.push(e);
     }
+    const found = new Set(entries.map((e) => e.offset));
+    const why = footerOk ? 'the index points at a record the footer does not list' : 'not recoverable from the damaged container';
+    markUnlisted(st, id, found, footerOk ? 'INDEX_CORRUPT' : 'CHUNK_CORRUPT', why);
     await Promise.all(entries.map((e) => readRecord(reader, pool, e, st)));
   } finally {
     await reader.close();
@@ -152,8 +180,7 @@ async function readRecord(reader: ContainerReader, pool: ReturnType<Repository['
     await pool.open({ payload: rec.payload, codec: e.codec, rawLength: e.rawLength, payloadHash: rec.header.payloadHash, checkHash: e.checkHash, digest: e.digest });
   } catch (err) {
     const hex = toHex(e.digest);
-    const msg = `chunk ${hex} in container ${reader.id} at ${e.offset}: ${(err as Error).message}`;
-    st.badChunks.set(hex, { code: 'CHUNK_CORRUPT', message: msg, container: reader.id });
+    markBad(st, hex, 'CHUNK_CORRUPT', `chunk ${hex} in container ${reader.id} at ${e.offset}: ${(err as Error).message}`, reader.id);
   }
 }
 

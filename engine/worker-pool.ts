@@ -1,13 +1,16 @@
 /**
  * The CPU pool: hashing, compression and decompression on piscina worker threads.
  * Buffers move to workers by transfer (never copied); callers get them back in the
- * result. `maxQueue` bounds the queue and `whenReady()` gives backpressure.
+ * result. Callers may submit any number of tasks at once: a semaphore admits at most
+ * `maxQueue + threads` into piscina and holds the rest back (backpressure), so the
+ * bounded piscina queue never overflows.
  */
 import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { ChunkvaultError, type ErrorCode } from './errors.js';
+import { Semaphore } from './_buffer-pool.js';
 import type { HashResult, HashTask, OpenTask, PackResult, PackTask, WorkerError } from './_worker.js';
 
 /** Resolves the compiled worker (tests run the TypeScript sources, workers need JS). */
@@ -25,16 +28,19 @@ export interface WorkerPoolOptions {
 export class WorkerPool {
   readonly threads: number;
   private readonly piscina: Piscina;
+  private readonly gate: Semaphore;
 
   constructor(options: WorkerPoolOptions = {}) {
     this.threads = Math.max(1, options.threads ?? availableParallelism());
+    const maxQueue = this.threads * 16;
     this.piscina = new Piscina({
       filename: workerFile(),
       minThreads: this.threads,
       maxThreads: this.threads,
-      maxQueue: this.threads * 64,
+      maxQueue,
       idleTimeout: 30_000,
     });
+    this.gate = new Semaphore(maxQueue + this.threads);
   }
 
   /** Tasks waiting or running. */
@@ -43,23 +49,24 @@ export class WorkerPool {
   }
 
   hash(task: HashTask): Promise<HashResult> {
-    return this.piscina.run(task, { name: 'hash', transferList: [task.buf.buffer as ArrayBuffer] });
+    return this.run(task, 'hash', task.buf);
   }
 
-  async compress(task: PackTask): Promise<{ buf: Uint8Array; packed: PackResult }> {
-    return this.piscina.run(task, { name: 'compress', transferList: [task.buf.buffer as ArrayBuffer] });
+  compress(task: PackTask): Promise<{ buf: Uint8Array; packed: PackResult }> {
+    return this.run(task, 'compress', task.buf);
   }
 
   /** Checks and decompresses a record; rejects with CHUNK_CORRUPT when it is damaged. */
   async open(task: OpenTask): Promise<Uint8Array> {
-    const result: { raw: Uint8Array } | WorkerError = await this.piscina.run(task, {
-      name: 'open',
-      transferList: [task.payload.buffer as ArrayBuffer],
-    });
+    const result: { raw: Uint8Array } | WorkerError = await this.run(task, 'open', task.payload);
     if ('error' in result) {
       throw new ChunkvaultError(result.error.code as ErrorCode, result.error.message);
     }
     return result.raw;
+  }
+
+  private run<T>(task: object, name: string, moved: Uint8Array): Promise<T> {
+    return this.gate.run(() => this.piscina.run(task, { name, transferList: [moved.buffer as ArrayBuffer] }) as Promise<T>);
   }
 
   async close(): Promise<void> {

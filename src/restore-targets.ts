@@ -3,7 +3,8 @@
  * success, sparse: zero chunks are holes), an existing block device (every byte
  * written), and a stream such as stdout (in order, zeros written).
  */
-import { createWriteStream, promises as fsp } from 'node:fs';
+import { once } from 'node:events';
+import { promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { ChunkvaultError, toChunkvaultError, type RestoreTarget } from '../engine/index.js';
 
@@ -74,23 +75,40 @@ export class StreamTarget implements RestoreTarget {
     out.on('error', (err) => (this.failure ??= err));
   }
 
+  /** Standard output (process.stdout handles pipes whose fd is non-blocking). */
   static stdout(): StreamTarget {
-    return new StreamTarget(createWriteStream('', { fd: 1 }));
+    return new StreamTarget(process.stdout);
   }
 
   async begin(): Promise<void> {}
 
   async write(_offset: number, data: Uint8Array): Promise<void> {
     if (this.failure) throw outputError(this.failure, 'writing the output stream');
-    if (!this.out.write(data)) await new Promise<void>((resolve) => this.out.once('drain', resolve));
+    if (this.out.write(data)) return;
+    // Wait for drain, but also wake up on error or close (a closed pipe never drains).
+    const ac = new AbortController();
+    try {
+      await Promise.race([once(this.out, 'drain', { signal: ac.signal }), once(this.out, 'close', { signal: ac.signal })]);
+    } catch (err) {
+      this.failure ??= err as Error;
+    } finally {
+      ac.abort();
+    }
+    if (this.failure) throw outputError(this.failure, 'writing the output stream');
+    if (this.out.destroyed || this.out.writableEnded) throw outputError(new Error('output stream closed'), 'writing the output stream');
   }
 
   async commit(): Promise<void> {
-    await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(outputError(err, 'closing output')) : resolve())));
     if (this.failure) throw outputError(this.failure, 'writing the output stream');
+    if (this.out === process.stdout) {
+      // stdout is never ended; wait until everything queued has been flushed.
+      await new Promise<void>((resolve, reject) => this.out.write(new Uint8Array(0), (err) => (err ? reject(outputError(err, 'writing the output stream')) : resolve())));
+      return;
+    }
+    await new Promise<void>((resolve, reject) => this.out.end((err?: Error | null) => (err ? reject(outputError(err, 'closing output')) : resolve())));
   }
 
   async abort(): Promise<void> {
-    this.out.destroy();
+    if (this.out !== process.stdout) this.out.destroy();
   }
 }

@@ -49,8 +49,8 @@ export function interruptSignal(): AbortSignal {
 
 export async function cmdInit(dir: string, o: { chunkSize?: string; compression?: string; json?: boolean }): Promise<number> {
   const config = await Repository.init(dir, {
-    ...(o.chunkSize ? { chunkSize: parseSize(o.chunkSize) } : {}),
-    ...(o.compression ? { compression: parseCompression(o.compression, 3) } : {}),
+    ...(o.chunkSize !== undefined ? { chunkSize: parseSize(o.chunkSize) } : {}),
+    ...(o.compression !== undefined ? { compression: parseCompression(o.compression, 3) } : {}),
   });
   if (o.json) printJson({ repo: dir, ...config });
   else {

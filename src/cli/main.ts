@@ -8,7 +8,7 @@ import { ChunkvaultError } from '../../engine/index.js';
 import { runDemo } from '../demo.js';
 import { parseSize } from '../units.js';
 import { cmdBackup, cmdIndexRebuild, cmdInit, cmdPoints, cmdRestore, cmdStats, cmdVerify } from './commands.js';
-import { reportError } from './output.js';
+import { printJson, reportError } from './output.js';
 
 const repoOption = () => new Option('--repo <repo>', 'repository directory (default: $CHUNKVAULT_REPO)');
 const jsonOption = () => new Option('--json', 'print machine-readable JSON on stdout');
@@ -24,6 +24,7 @@ function buildProgram(): Command {
     .description('Block-level deduplicating backups of virtual-machine disks: every point a full image.')
     .version('0.1.0')
     .showHelpAfterError()
+    .configureOutput({ outputError: (text, write) => write(`chunkvault: USAGE: ${text.replace(/^error: /, '')}`) })
     .exitOverride();
   program
     .command('init <repo>')
@@ -94,6 +95,7 @@ async function main(argv: string[]): Promise<void> {
   } catch (err) {
     if (err instanceof CommanderError) {
       process.exitCode = err.exitCode === 0 ? 0 : 2;
+      if (json && err.exitCode !== 0) printJson({ error: { code: 'USAGE', message: err.message.replace(/^error: /, ''), details: {} } });
       return;
     }
     process.exitCode = reportError(err, json);

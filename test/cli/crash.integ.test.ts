@@ -1,0 +1,222 @@
+/**
+ * Crash safety of the commit protocol (FORMAT.md "Commit order"), seen from the CLI:
+ * a backup process killed with SIGKILL at seeded moments spread over a whole backup
+ * never leaves a partial point, never damages committed points, and never blocks the
+ * next backup; SIGINT/SIGTERM stop a backup cleanly with exit status 130.
+ */
+import { promises as fsp } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  backupOk,
+  checkRepo,
+  copyDir,
+  describeResult,
+  ensureBuilt,
+  expectRestores,
+  initRepo,
+  KiB,
+  leftoverTemporaries,
+  listPoints,
+  makeImage,
+  makeTempDir,
+  MiB,
+  mutateImage,
+  prng,
+  removeTempDir,
+  repoSnapshot,
+  startCli,
+  waitFor,
+  writeJson,
+  type CliResult,
+  type PointJson,
+} from '../helpers/cli.js';
+
+const VM = 'vm-crash';
+const DISK = 'sda';
+const KILL_RUNS = 24;
+
+let dir: string;
+let template: string; // a repository with two committed points
+let imageB: string; // the image the killed backups read
+let shaB: string;
+const committed = new Map<string, string>(); // template point id -> SHA-256
+
+beforeAll(async () => {
+  ensureBuilt();
+  dir = await makeTempDir('crash');
+  template = join(dir, 'template-repo');
+  const imageA = join(dir, 'a.img');
+  imageB = join(dir, 'b.img');
+  await initRepo(template, ['--chunk-size', '256K']);
+  const shaA = await makeImage(imageA, 12 * MiB + 1234, 'crash-a');
+  const full = await backupOk(template, imageA, VM, ['--disk', DISK]);
+  committed.set(full.point, shaA);
+  const { extents, sha } = await mutateImage(imageA, { seed: 'crash-a-1', writes: 8, maxLength: 512 * KiB });
+  const inc = await backupOk(template, imageA, VM, ['--disk', DISK, '--changed-extents', await writeJson(join(dir, 'a1.json'), extents)]);
+  committed.set(inc.point, sha);
+  shaB = await makeImage(imageB, 16 * MiB + 777, 'crash-b');
+});
+
+afterAll(async () => {
+  await removeTempDir(dir);
+});
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function backupArgs(repo: string, image: string): string[] {
+  return ['backup', image, '--repo', repo, '--vm', VM, '--disk', DISK, '--json'];
+}
+
+/** The committed points must be the template's, plus at most one complete new one. */
+function newPointAfterCrash(points: PointJson[], r: CliResult, what: string): PointJson | undefined {
+  const ids = [...committed.keys()];
+  expect(points.slice(0, ids.length).map((p) => p.id), what).toEqual(ids);
+  expect(points.length, `${what}: at most one new point`).toBeLessThanOrEqual(ids.length + 1);
+  if (r.code === 0) {
+    // The backup finished before the kill landed: its point must be there.
+    expect(points.length, what).toBe(ids.length + 1);
+    expect(points.at(-1)!.id, what).toBe(r.json?.point);
+  } else {
+    expect(r.signal, what).toBe('SIGKILL');
+  }
+  const extra = points[ids.length];
+  if (extra) expect(extra, what).toMatchObject({ vm: VM, disk: DISK, parent: ids.at(-1), sizeBytes: 16 * MiB + 777 });
+  return extra;
+}
+
+async function killRun(i: number, delayMs: number): Promise<'before-commit' | 'after-commit'> {
+  const repo = await copyDir(template, join(dir, `run-${i}`));
+  const running = startCli(backupArgs(repo, imageB));
+  await sleep(delayMs);
+  running.child.kill('SIGKILL');
+  const r = await running.result;
+  const what = `run ${i} (SIGKILL after ${delayMs.toFixed(0)} ms): ${describeResult(['backup'], r)}`;
+  const extra = newPointAfterCrash(await listPoints(repo, ['--vm', VM, '--disk', DISK]), r, what);
+  await checkRepo(repo);
+  // Opening the index (verify did) removes what the killed writer left in tmp/.
+  expect(await leftoverTemporaries(repo), what).toEqual([]);
+  const expected = new Map(committed);
+  if (extra) expected.set(extra.id, shaB);
+  await expectRestores(repo, expected, dir);
+  const next = await backupOk(repo, imageB, VM, ['--disk', DISK]);
+  expect(next.parent, what).toBe(extra?.id ?? [...committed.keys()].at(-1));
+  await fsp.rm(repo, { recursive: true, force: true });
+  return extra ? 'after-commit' : 'before-commit';
+}
+
+/**
+ * Times one whole backup of image B from process start: when it starts writing
+ * (tmp/<id>.map.tmp appears), when it commits (its catalog record appears) and when
+ * the process exits.
+ */
+async function probeBackup(): Promise<{ working: number; committedAt: number; exited: number }> {
+  const repo = await copyDir(template, join(dir, 'probe-repo'));
+  const running = startCli(backupArgs(repo, imageB));
+  let working = 0;
+  let committedAt = 0;
+  while (running.child.exitCode === null) {
+    const t = Date.now() - running.started;
+    if (!working && (await fsp.readdir(join(repo, 'tmp'))).some((n) => n.endsWith('.map.tmp'))) working = t;
+    if (!committedAt && (await fsp.readdir(join(repo, 'catalog', 'points'))).length > committed.size) committedAt = t;
+    await sleep(1);
+  }
+  const r = await running.result;
+  expect(r.code, describeResult(['backup'], r)).toBe(0);
+  await fsp.rm(repo, { recursive: true, force: true });
+  return { working: working || r.durationMs / 2, committedAt: committedAt || r.durationMs, exited: r.durationMs };
+}
+
+describe('SIGKILL during a backup', () => {
+  it(`leaves a consistent repository at ${KILL_RUNS} seeded moments`, async () => {
+    const t = await probeBackup();
+    const rnd = prng(0xc0ffee);
+    const outcomes: string[] = [];
+    // Two kills during process start-up, the rest stratified from shortly before the
+    // backup starts writing to shortly after the process would have exited.
+    const from = Math.max(0, t.working - 20);
+    const span = t.exited + 10 - from;
+    for (let i = 0; i < KILL_RUNS; i++) {
+      const delay = i < 2 ? rnd() * from : from + (span * (i - 2 + rnd())) / (KILL_RUNS - 2);
+      outcomes.push(await killRun(i, delay));
+    }
+    const before = outcomes.filter((o) => o === 'before-commit').length;
+    console.log(`SIGKILL schedule: writing from ${t.working} ms, commit at ~${t.committedAt} ms, exit at ${t.exited} ms; ${before} kills before the commit, ${KILL_RUNS - before} after`);
+    // The schedule must have hit the backup while it was writing, or it tested little.
+    expect(before, outcomes.join(',')).toBeGreaterThan(KILL_RUNS / 2);
+  });
+});
+
+/** Starts a backup, waits until it is writing its point map, then sends `signal`. */
+async function interruptedBackup(label: string, image: string, signal: NodeJS.Signals, extraDelayMs: number) {
+  const repo = await copyDir(template, join(dir, label));
+  const before = await repoSnapshot(repo);
+  const running = startCli(backupArgs(repo, image));
+  // tmp/<id>.map.tmp exists from just after the index is opened until the map is published.
+  await waitFor(async () => (await fsp.readdir(join(repo, 'tmp'))).some((n) => n.endsWith('.map.tmp')) || running.child.exitCode !== null);
+  if (extraDelayMs > 0) await sleep(extraDelayMs);
+  const stillRunning = running.child.exitCode === null;
+  const pointsAtSignal = (await fsp.readdir(join(repo, 'catalog', 'points'))).length;
+  const sentAt = new Date().toISOString();
+  running.child.kill(signal);
+  const r = await running.result;
+  return { repo, before, r, stillRunning, pointsAtSignal, sentAt };
+}
+
+async function expectCleanInterrupt(o: Awaited<ReturnType<typeof interruptedBackup>>, signal: NodeJS.Signals): Promise<void> {
+  const points = await listPoints(o.repo);
+  const late = points.filter((p) => !committed.has(p.id)).map((p) => `point ${p.id} committed at ${p.time}`);
+  const what = `${signal} sent at ${o.sentAt} while the backup was running; afterwards: ${late.join(', ') || 'no new point'}; ${describeResult(['backup'], o.r)}`;
+  expect(o.stillRunning, 'the signal must reach a running backup').toBe(true);
+  expect(o.pointsAtSignal, 'no point was committed before the signal').toBe(committed.size);
+  expect(o.r.code, what).toBe(130);
+  expect(o.r.stderr, what).toMatch(/^chunkvault: INTERRUPTED: /m);
+  expect(o.r.json?.error?.code, what).toBe('INTERRUPTED');
+  // Checked before any other command opens the index (which would clean up).
+  expect(await leftoverTemporaries(o.repo), what).toEqual([]);
+  const after = await repoSnapshot(o.repo);
+  const newFiles = Object.keys(after).filter((p) => !(p in o.before));
+  expect(newFiles.filter((p) => !/^containers\/[0-9a-f]{2}\/[0-9a-f]{32}\.ctr$/.test(p)), what).toEqual([]);
+  expect(points.map((p) => p.id), what).toEqual([...committed.keys()]);
+  await expectRestores(o.repo, committed, dir);
+  await checkRepo(o.repo);
+}
+
+describe('SIGINT and SIGTERM during a backup', () => {
+  let bigImage: string;
+  let smallImage: string;
+
+  beforeAll(async () => {
+    bigImage = join(dir, 'big.img');
+    await makeImage(bigImage, 48 * MiB, 'crash-big');
+    smallImage = join(dir, 'small.img');
+    await makeImage(smallImage, 12 * MiB, 'crash-small');
+  });
+
+  it('SIGINT early in a 48 MiB backup: exit 130, no point, no temporaries', async () => {
+    await expectCleanInterrupt(await interruptedBackup('sigint-repo', bigImage, 'SIGINT', 5), 'SIGINT');
+  });
+
+  it('SIGTERM early in a 48 MiB backup: exit 130, no point, no temporaries', async () => {
+    await expectCleanInterrupt(await interruptedBackup('sigterm-repo', bigImage, 'SIGTERM', 5), 'SIGTERM');
+  });
+
+  it('SIGINT while a small disk (one pipeline window) is being backed up: exit 130, no point', async () => {
+    // The disk is read, hashed and committed in one window: a signal at any moment
+    // before the commit must still stop the backup.
+    const o = await interruptedBackup('sigint-small-repo', smallImage, 'SIGINT', 40);
+    await expectCleanInterrupt(o, 'SIGINT');
+  });
+});
+
+it('a killed backup never blocks later commands (no stale lock)', async () => {
+  const repo = await copyDir(template, join(dir, 'lock-repo'));
+  const running = startCli(backupArgs(repo, imageB));
+  // The index (and its LevelDB lock) is held from before tmp/<id>.map.tmp appears.
+  await waitFor(async () => (await fsp.readdir(join(repo, 'tmp'))).some((n) => n.endsWith('.map.tmp')) || running.child.exitCode !== null);
+  expect(running.child.exitCode).toBe(null);
+  running.child.kill('SIGKILL');
+  await running.result;
+  await backupOk(repo, imageB, VM, ['--disk', DISK]);
+  await checkRepo(repo);
+});
