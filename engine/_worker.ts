@@ -76,21 +76,35 @@ function pack(data: Uint8Array, codec: CodecName, level: number): PackResult {
   return { codec: c.codec, payload, payloadHash: xxh64(payload) };
 }
 
-/** SHA-256 + XXH64 of `buf[0..length)`, and optionally its compressed form. */
-export function hash(task: HashTask): HashResult {
+function hashOne(task: HashTask, buffers: ArrayBufferLike[]): HashResult {
   const data = task.buf.subarray(0, task.length);
   const digest = sha256(data);
   const checkHash = xxh64(data);
   const compressed = task.compress ? pack(data, task.compress.codec, task.compress.level) : undefined;
-  const buffers = [task.buf.buffer, digest.buffer];
+  buffers.push(task.buf.buffer, digest.buffer);
   if (compressed) buffers.push(compressed.payload.buffer);
-  return transfer({ buf: task.buf, digest, checkHash, compressed }, buffers);
+  return { buf: task.buf, digest, checkHash, ...(compressed ? { compressed } : {}) };
 }
 
-/** Compresses `buf[0..length)`. */
-export function compress(task: PackTask): { buf: Uint8Array; packed: PackResult } {
-  const packed = pack(task.buf.subarray(0, task.length), task.codec, task.level);
-  return transfer({ buf: task.buf, packed }, [task.buf.buffer, packed.payload.buffer]);
+/**
+ * SHA-256 + XXH64 of each `buf[0..length)`, and optionally its compressed form.
+ * Several chunks per task: one round trip to the worker per batch, not per chunk.
+ */
+export function hash(tasks: readonly HashTask[]): HashResult[] {
+  const buffers: ArrayBufferLike[] = [];
+  const results = tasks.map((t) => hashOne(t, buffers));
+  return transfer(results, buffers);
+}
+
+/** Compresses each `buf[0..length)`. */
+export function compress(tasks: readonly PackTask[]): { buf: Uint8Array; packed: PackResult }[] {
+  const buffers: ArrayBufferLike[] = [];
+  const results = tasks.map((t) => {
+    const packed = pack(t.buf.subarray(0, t.length), t.codec, t.level);
+    buffers.push(t.buf.buffer, packed.payload.buffer);
+    return { buf: t.buf, packed };
+  });
+  return transfer(results, buffers);
 }
 
 export interface OpenTask {

@@ -70,6 +70,27 @@ interface Counters {
   chunksDedup: number;
 }
 
+/** Bytes of chunks per worker task: one round trip per batch amortises the messaging. */
+const TASK_BYTES = 1 * MIB;
+
+/** Splits items into consecutive groups of about TASK_BYTES (at least one item each). */
+function batchByBytes<T>(items: readonly T[], size: (x: T) => number = (x) => (x as SlotData).length): T[][] {
+  const out: T[][] = [];
+  let group: T[] = [];
+  let bytes = 0;
+  for (const it of items) {
+    group.push(it);
+    bytes += size(it);
+    if (bytes >= TASK_BYTES) {
+      out.push(group);
+      group = [];
+      bytes = 0;
+    }
+  }
+  if (group.length > 0) out.push(group);
+  return out;
+}
+
 /** Slots to read for `req` (see the module comment). */
 export function planSlots(g: MapGeometry, changed: readonly Extent[] | undefined, parent: PointRecord | null): SlotRange[] {
   if (!changed) return g.slotCount > 0 ? [{ first: 0, end: g.slotCount }] : [];
@@ -219,11 +240,9 @@ class BackupJob {
       return false;
     });
     const speculative = this.newRatio > 0.5 && this.compression.codec !== 'none';
-    const hashed = await Promise.all(
-      data.map((it) =>
-        this.pool.hash({ buf: it.buf, length: it.length, ...(speculative ? { compress: this.compression } : {}) }),
-      ),
-    );
+    const extra = speculative ? { compress: this.compression } : {};
+    const batches = batchByBytes(data).map((group) => this.pool.hash(group.map((it) => ({ buf: it.buf, length: it.length, ...extra }))));
+    const hashed = (await Promise.all(batches)).flat();
     hashed.forEach((h, i) => ((data[i] as SlotData).buf = h.buf));
     const locations = await this.writer.lookup(hashed.map((h) => h.digest));
     const packed = await this.packMisses(data, hashed, locations.map((l) => l === undefined));
@@ -266,14 +285,17 @@ class BackupJob {
   }
 
   private async packMisses(data: SlotData[], hashed: HashResult[], miss: boolean[]): Promise<Map<number, PackResult>> {
-    const jobs = data.map(async (it, i) => {
-      if (!miss[i] || hashed[i]?.compressed) return undefined;
-      const r = await this.pool.compress({ buf: it.buf, length: it.length, ...this.compression });
-      it.buf = r.buf;
-      return [i, r.packed] as const;
-    });
+    const todo = data.map((it, i) => ({ it, i })).filter(({ i }) => miss[i] && !hashed[i]?.compressed);
     const out = new Map<number, PackResult>();
-    for (const r of await Promise.all(jobs)) if (r) out.set(r[0], r[1]);
+    const jobs = batchByBytes(todo, (x) => x.it.length).map(async (group) => {
+      const results = await this.pool.compress(group.map(({ it }) => ({ buf: it.buf, length: it.length, ...this.compression })));
+      results.forEach((r, k) => {
+        const { it, i } = group[k]!;
+        it.buf = r.buf;
+        out.set(i, r.packed);
+      });
+    });
+    await Promise.all(jobs);
     return out;
   }
 }
