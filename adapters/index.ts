@@ -4,3 +4,4 @@
 export * from './file/index.js';
 export * from './nbd/index.js';
 export type { BackupPlan, FrontEnd, PlanContext } from './front-end.js';
+export * from './kvm/index.js';

@@ -20,6 +20,7 @@ export class SlotReader {
   private readonly queue: Promise<SlotData>[] = [];
   private readonly slots: Generator<number>;
   private done = false;
+  private cancelled = false;
   private readonly limiter: Semaphore;
 
   constructor(
@@ -47,6 +48,7 @@ export class SlotReader {
   /** Stops starting reads and waits for those in flight (their buffers are released). */
   async cancel(): Promise<void> {
     this.done = true;
+    this.cancelled = true;
     const inflight = this.queue.splice(0);
     const settled = await Promise.allSettled(inflight);
     for (const s of settled) if (s.status === 'fulfilled') this.buffers.release(s.value.buf);
@@ -70,7 +72,11 @@ export class SlotReader {
     const length = slotLength(this.geometry, slot);
     const offset = slot * this.geometry.chunkSize;
     try {
-      await this.limiter.run(() => this.source.readInto(buf.subarray(0, length), offset));
+      await this.limiter.run(async () => {
+        // Reads still queued when the backup failed are not sent (each could retry at length).
+        if (this.cancelled) throw new ChunkvaultError('INTERRUPTED', 'read cancelled');
+        await this.source.readInto(buf.subarray(0, length), offset);
+      });
     } catch (err) {
       this.buffers.release(buf);
       if (err instanceof ChunkvaultError) throw err;

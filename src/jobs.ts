@@ -12,7 +12,7 @@ import {
   type BackupProgress,
   type PointRecord,
 } from '../engine/index.js';
-import { FileFrontEnd, NbdFrontEnd, type FrontEnd } from '../adapters/index.js';
+import { FileFrontEnd, NbdFrontEnd, isKvmSource, kvmFrontEnd, type FrontEnd } from '../adapters/index.js';
 import { FileTarget, StreamTarget } from './restore-targets.js';
 
 export interface SourceOptions {
@@ -24,8 +24,13 @@ export interface SourceOptions {
 
 const NBD_SCHEME = /^nbds?(\+unix)?:\/\//;
 
-/** Picks the front-end for a source argument: an NBD URI, else a file or block device. */
+/** Picks the front-end for a source argument: kvm:/kvm+qmp:, an NBD URI, else a file or block device. */
 export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
+  if (isKvmSource(source)) {
+    // The KVM front-ends own their bitmaps: a user-named bitmap or extent list would bypass that.
+    if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to kvm: sources (they manage their own bitmaps)');
+    return kvmFrontEnd(source);
+  }
   if (NBD_SCHEME.test(source)) {
     if (o.changedExtentsFile) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents applies to files and block devices; use --bitmap with NBD');
     return new NbdFrontEnd(source, o.bitmap === undefined ? {} : { bitmap: o.bitmap });

@@ -116,6 +116,8 @@ export async function cmdPoints(o: RepoOption & { vm?: string; disk?: string; js
   }
   const rows = points.map((p) => [p.id, p.vm, p.disk, p.time.replace('T', ' ').slice(0, 19), p.mode, formatBytes(p.sizeBytes), formatBytes(p.stats.bytesNew), p.parent ?? '-']);
   process.stdout.write(table(['ID', 'VM', 'DISK', 'TIME (UTC)', 'MODE', 'SIZE', 'NEW', 'PARENT'], rows, [5, 6]) + '\n');
+  // Why a front-end had to read everything (e.g. a lost dirty bitmap), one line per point.
+  for (const p of points) if (typeof p.meta?.['fullReason'] === 'string') process.stdout.write(`${p.id}: full read: ${p.meta['fullReason']}\n`);
   return 0;
 }
 

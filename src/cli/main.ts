@@ -35,7 +35,11 @@ function buildProgram(): Command {
     .action(action(cmdInit));
   program
     .command('backup <source>')
-    .description('back up a disk as a new restore point: a raw image, a block device, or an NBD URI (nbd://host[:port]/export, nbd+unix:///export?socket=PATH, nbds://...)')
+    .description(
+      'back up a disk as a new restore point: a raw image, a block device, an NBD URI (nbd://host[:port]/export, nbd+unix:///export?socket=PATH, nbds://...), ' +
+        'a qcow2 image at rest (kvm:PATH) or a disk of a running QEMU VM (kvm+qmp:QMP_SOCKET?node=NODE[&nbd=SOCKET][&fleece-dir=DIR]); ' +
+        'kvm sources keep their own dirty bitmaps (cv-*) and back up incrementally on top of the latest point',
+    )
     .addOption(repoOption())
     .requiredOption('--vm <vm>', 'VM name')
     .option('--disk <disk>', "disk name (default: the source's base name)")
