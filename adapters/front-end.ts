@@ -41,3 +41,40 @@ export interface FrontEnd {
   /** Takes the consistent view and plans the backup. */
   plan(ctx: PlanContext): Promise<BackupPlan>;
 }
+
+/** One disk of a VM plan: its name and its plan. */
+export interface VmDiskPlan {
+  readonly disk: string;
+  readonly plan: BackupPlan;
+}
+
+/** What one backup of a whole VM reads: every disk from one consistent view. */
+export interface VmBackupPlan {
+  readonly disks: readonly VmDiskPlan[];
+  /** The VM's configuration, stored with the VM record (opaque to the engine). */
+  readonly config?: unknown;
+  readonly meta?: Record<string, unknown>;
+  /**
+   * Called once after every disk's `finish`: `committed` is true when the VM record was
+   * committed. Releases the VM-level snapshot or checkpoint, also after a failure.
+   */
+  finish(committed: boolean): Promise<void>;
+}
+
+export interface VmPlanContext {
+  /** The latest committed point of a disk of this VM, if any. */
+  parentOf(disk: string): Promise<PointRecord | null>;
+  readonly forceFull: boolean;
+  readonly signal?: AbortSignal;
+}
+
+/**
+ * A VM whose disks are backed up together (VMware, XenServer, Hyper-V, several images).
+ * `plan` takes the VM-level consistent view and plans each disk; if it throws, it must
+ * have released what it made.
+ */
+export interface VmFrontEnd {
+  /** Default VM name (the user may override it). */
+  readonly vmName: string;
+  plan(ctx: VmPlanContext): Promise<VmBackupPlan>;
+}

@@ -3,5 +3,6 @@
  */
 export * from './file/index.js';
 export * from './nbd/index.js';
-export type { BackupPlan, FrontEnd, PlanContext } from './front-end.js';
+export type { BackupPlan, FrontEnd, PlanContext, VmBackupPlan, VmDiskPlan, VmFrontEnd, VmPlanContext } from './front-end.js';
 export * from './kvm/index.js';
+export { ComposedVm } from './composed-vm.js';

@@ -56,6 +56,8 @@ export interface BackupRequest {
   readonly base?: 'parent' | 'zero';
   readonly changeToken?: string | null;
   readonly meta?: Record<string, unknown>;
+  /** The multi-disk job this point belongs to (committed later by its VM record). */
+  readonly job?: string;
   readonly readConcurrency?: number;
   readonly onProgress?: (p: BackupProgress) => void;
   readonly signal?: AbortSignal;
@@ -143,6 +145,7 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
       source: req.source.describe(),
       stats: job.stats(Date.now() - started),
       ...(req.meta ? { meta: req.meta } : {}),
+      ...(req.job ? { job: req.job } : {}),
     };
     checkInterrupt();
     await repo.catalog.commit(record);

@@ -38,6 +38,22 @@ export interface PointRecord {
   readonly stats: PointStats;
   /** Adapter-specific facts (e.g. why a full read was forced). */
   readonly meta?: Record<string, unknown>;
+  /**
+   * The VM backup (job) this point belongs to, for points of a multi-disk job. Such a
+   * point exists only once its job's VM record is committed.
+   */
+  readonly job?: string;
+}
+
+/** A VM-level record grouping the points one backup job made of a VM's disks. */
+export interface VmBackupRecord {
+  readonly id: string;
+  readonly vm: string;
+  readonly time: string;
+  readonly disks: readonly { readonly disk: string; readonly point: string }[];
+  /** The VM's configuration as the hypervisor described it (opaque to the engine). */
+  readonly config?: unknown;
+  readonly meta?: Record<string, unknown>;
 }
 
 const NAME_RE = /^[A-Za-z0-9._:@+-]{1,128}$/;
@@ -61,11 +77,41 @@ function byTime(a: PointRecord, b: PointRecord): number {
   return a.time < b.time ? -1 : a.time > b.time ? 1 : a.id < b.id ? -1 : a.id > b.id ? 1 : 0;
 }
 
+/** A new VM backup (job) id: 16 random hex chars. */
+export const newJobId = newPointId;
+
+async function readJsonDir(dir: string): Promise<string[]> {
+  try {
+    return (await fsp.readdir(dir)).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)).filter((id) => ID_RE.test(id));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
+
 export class Catalog {
   private readonly dir: string;
+  private readonly vmDir: string;
 
   constructor(private readonly repoDir: string) {
     this.dir = join(repoDir, 'catalog', 'points');
+    this.vmDir = join(repoDir, 'catalog', 'vm-backups');
+  }
+
+  /**
+   * Commits a VM record: this rename makes every point of the job visible at once
+   * (FORMAT.md "Commit order"). Every listed point must already be committed.
+   */
+  async commitVmBackup(record: VmBackupRecord): Promise<void> {
+    const tmp = join(this.repoDir, 'tmp', `${record.id}.vm.json.tmp`);
+    await writeFileAtomic(tmp, join(this.vmDir, `${record.id}.json`), JSON.stringify(record, null, 2) + '\n');
+  }
+
+  /** Every committed VM record, oldest first. */
+  async listVmBackups(vm?: string): Promise<VmBackupRecord[]> {
+    const ids = await readJsonDir(this.vmDir);
+    const all = await Promise.all(ids.map(async (id) => JSON.parse(await fsp.readFile(join(this.vmDir, `${id}.json`), 'utf8')) as VmBackupRecord));
+    return all.filter((r) => !vm || r.vm === vm).sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
   }
 
   /** Commits a point record (tmp + fsync + rename + directory fsync). */
@@ -76,21 +122,32 @@ export class Catalog {
 
   /** Every committed point, oldest (by commit time) first. Unparseable records are reported, not skipped. */
   async list(filter: { vm?: string; disk?: string } = {}): Promise<PointRecord[]> {
-    let names: string[];
-    try {
-      names = await fsp.readdir(this.dir);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-      throw err;
-    }
-    const ids = names.filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)).filter((id) => ID_RE.test(id));
-    const records = await Promise.all(ids.map((id) => this.get(id)));
+    const ids = await readJsonDir(this.dir);
+    const records = await Promise.all(ids.map((id) => this.read(id)));
+    const jobs = records.some((r) => r.job) ? new Set(await readJsonDir(this.vmDir)) : new Set<string>();
     return records
+      .filter((r) => !r.job || jobs.has(r.job))
       .filter((r) => (!filter.vm || r.vm === filter.vm) && (!filter.disk || r.disk === filter.disk))
       .sort(byTime);
   }
 
+  /** Point records of a job whose VM record was never committed (for cleanup). */
+  async uncommittedJobPoints(): Promise<PointRecord[]> {
+    const records = await Promise.all((await readJsonDir(this.dir)).map((id) => this.read(id)));
+    const jobs = new Set(await readJsonDir(this.vmDir));
+    return records.filter((r) => r.job && !jobs.has(r.job));
+  }
+
+  /** A committed point (points of uncommitted jobs are POINT_NOT_FOUND). */
   async get(id: string): Promise<PointRecord> {
+    const record = await this.read(id);
+    if (record.job && !(await readJsonDir(this.vmDir)).includes(record.job)) {
+      throw new ChunkvaultError('POINT_NOT_FOUND', `no point ${id}`, { details: { point: id } });
+    }
+    return record;
+  }
+
+  private async read(id: string): Promise<PointRecord> {
     let text: string;
     try {
       text = await fsp.readFile(join(this.dir, `${id}.json`), 'utf8');

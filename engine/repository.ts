@@ -25,7 +25,7 @@ import { initHashing } from './hashing.js';
 import { newConfig, readConfig, type InitOptions, type RepoConfig } from './repo-config.js';
 import { WorkerPool, type WorkerPoolOptions } from './worker-pool.js';
 
-const SUBDIRS = ['containers', join('containers', 'tmp'), 'maps', join('catalog', 'points'), 'tmp', 'locks'];
+const SUBDIRS = ['containers', join('containers', 'tmp'), 'maps', join('catalog', 'points'), join('catalog', 'vm-backups'), 'tmp', 'locks'];
 
 export interface OpenOptions extends WorkerPoolOptions {
   /** How long to retry when another process holds the index (ms). Default 2000. */

@@ -13,6 +13,8 @@ import {
   type VerifyReport,
 } from '../../engine/index.js';
 import { frontEndFor, runBackupJob, runRestore } from '../jobs.js';
+import { runVmBackupJob } from '../vm-jobs.js';
+import { ComposedVm } from '../../adapters/index.js';
 import { formatBytes, formatRatio, parseSize } from '../units.js';
 import { createProgress } from './progress.js';
 import { printJson, table } from './output.js';
@@ -69,10 +71,11 @@ export interface BackupCliOptions extends RepoOption {
   json?: boolean;
 }
 
-export async function cmdBackup(source: string, o: BackupCliOptions): Promise<number> {
+export async function cmdBackup(sources: string[], o: BackupCliOptions): Promise<number> {
+  if (sources.length > 1) return cmdBackupVm(sources, o);
   return withRepo(o, async (repo) => {
     const progress = createProgress('backup');
-    const frontEnd = frontEndFor(source, {
+    const frontEnd = frontEndFor(sources[0]!, {
       ...(o.changedExtents ? { changedExtentsFile: o.changedExtents } : {}),
       ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}),
     });
@@ -87,6 +90,32 @@ export async function cmdBackup(source: string, o: BackupCliOptions): Promise<nu
     });
     progress.finish();
     printBackup(point, o.json ?? false);
+    return 0;
+  });
+}
+
+/** Several sources: the disks of one VM, committed together as one VM backup. */
+async function cmdBackupVm(sources: string[], o: BackupCliOptions): Promise<number> {
+  if (o.disk !== undefined || o.changedExtents !== undefined || o.bitmap !== undefined) {
+    throw new ChunkvaultError('USAGE', '--disk, --changed-extents and --bitmap apply to a single source; back up several disks without them');
+  }
+  return withRepo(o, async (repo) => {
+    const progress = createProgress('backup');
+    const frontEnd = new ComposedVm(o.vm, sources.map((s) => frontEndFor(s)));
+    const { record, points } = await runVmBackupJob({
+      repo,
+      frontEnd,
+      vm: o.vm,
+      full: o.full ?? false,
+      signal: interruptSignal(),
+      onProgress: (_disk, p) => progress.update(p.done, p.total),
+    });
+    progress.finish();
+    if (o.json) printJson({ job: record.id, vm: record.vm, time: record.time, points: points.map((p) => ({ point: p.id, disk: p.disk, parent: p.parent, mode: p.mode, sizeBytes: p.sizeBytes, ...p.stats })) });
+    else {
+      process.stdout.write(`VM backup ${record.id} committed: vm ${record.vm}, ${points.length} disks\n`);
+      for (const p of points) printBackup(p, false);
+    }
     return 0;
   });
 }

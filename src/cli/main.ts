@@ -34,11 +34,12 @@ function buildProgram(): Command {
     .addOption(jsonOption())
     .action(action(cmdInit));
   program
-    .command('backup <source>')
+    .command('backup <source...>')
     .description(
       'back up a disk as a new restore point: a raw image, a block device, an NBD URI (nbd://host[:port]/export, nbd+unix:///export?socket=PATH, nbds://...), ' +
         'a qcow2 image at rest (kvm:PATH) or a disk of a running QEMU VM (kvm+qmp:QMP_SOCKET?node=NODE[&nbd=SOCKET][&fleece-dir=DIR]); ' +
-        'kvm sources keep their own dirty bitmaps (cv-*) and back up incrementally on top of the latest point',
+        'kvm sources keep their own dirty bitmaps (cv-*) and back up incrementally on top of the latest point. ' +
+        'Several sources are the disks of one VM, committed together as one VM backup (a point per disk)',
     )
     .addOption(repoOption())
     .requiredOption('--vm <vm>', 'VM name')
