@@ -1,8 +1,8 @@
 /**
  * Worker-thread side of the chunk pipeline (runs inside piscina). Tasks hash,
  * compress and open (check + decompress) chunks. Buffers arrive by transfer and go
- * back by transfer; results never alias native codec memory (copied into a fresh
- * ArrayBuffer, so V8 accounts for it and it can be transferred).
+ * back by transfer; a codec's output is transferred as is when it owns its whole
+ * ArrayBuffer, and copied into a fresh one otherwise (never aliasing a chunk buffer).
  * Failures are returned as `{ error: { code, message } }` because typed errors do not
  * survive structured cloning.
  */
@@ -36,7 +36,10 @@ function fail(err: unknown): WorkerError {
   return { error: { code: 'INTERNAL', message: (err as Error)?.message ?? String(err) } };
 }
 
-function copyOut(data: Uint8Array): Uint8Array {
+/** `data` itself when it owns its whole ArrayBuffer (transferable as is), else a copy. */
+function owned(data: Uint8Array, aliases?: Uint8Array): Uint8Array {
+  const whole = data.byteOffset === 0 && data.buffer.byteLength === data.length;
+  if (whole && data.buffer !== aliases?.buffer) return data;
   const out = new Uint8Array(new ArrayBuffer(data.length));
   out.set(data);
   return out;
@@ -72,7 +75,8 @@ export interface PackResult {
 
 function pack(data: Uint8Array, codec: CodecName, level: number): PackResult {
   const c = compressChunk(data, { codec, level });
-  const payload = copyOut(c.payload);
+  // A raw payload aliases the chunk buffer, which goes back to the caller: copy it.
+  const payload = owned(c.payload, data);
   return { codec: c.codec, payload, payloadHash: xxh64(payload) };
 }
 
@@ -124,7 +128,7 @@ export function open(task: OpenTask): { raw: Uint8Array } | WorkerError {
       return { error: { code: 'CHUNK_CORRUPT', message: 'payload hash mismatch (stored bytes damaged)' } };
     }
     const decoded = decompressChunk(task.codec, task.payload, task.rawLength);
-    const raw = decoded === task.payload ? decoded : copyOut(decoded);
+    const raw = decoded === task.payload ? decoded : owned(decoded);
     if (xxh64(raw) !== task.checkHash) {
       return { error: { code: 'CHUNK_CORRUPT', message: 'check hash mismatch after decompression' } };
     }

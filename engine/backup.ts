@@ -28,7 +28,7 @@ import { isAllZero } from './_bytes.js';
 import { DIGEST_BYTES, MIB } from './constants.js';
 
 /** Bytes of chunks processed per window (per pipeline stage). */
-const WINDOW_BYTES = 16 * MIB;
+const WINDOW_BYTES = 8 * MIB;
 import type { HashResult, PackResult } from './_worker.js';
 import type { ChunkLocation } from './chunk-index.js';
 import type { CompressionSetting } from './codecs.js';

@@ -1,11 +1,14 @@
 /**
  * Chunk compression codecs. Library choice by measurement (bench/RESULTS.md): native
- * zstd (zstd-napi, built from its bundled source at install) and native LZ4 (lz4-napi,
- * a prebuilt binary shipped inside its npm package). LZ4 payloads are lz4-napi's
+ * zstd (zstd-napi, built from its bundled source at install); LZ4 compressed by
+ * lz4-wasm-nodejs (1.4x faster, and its output lives in bounded wasm memory instead of
+ * native buffers V8 does not account for, which grew RSS past 1 GiB) and decompressed by
+ * lz4-napi (1.6x faster); both are lz4_flex and read each other's output. LZ4 payloads are lz4-napi's
  * size-prefixed block (u32 LE raw length + one LZ4 block), as FORMAT.md says.
  */
 import { compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
 import lz4 from 'lz4-napi';
+import { compress as lz4WasmCompress } from 'lz4-wasm-nodejs';
 import { CODEC_IDS, MIN_COMPRESSION_SAVING_SHIFT, type CodecId, type CodecName } from './constants.js';
 import { ChunkvaultError } from './errors.js';
 
@@ -34,7 +37,7 @@ export function compressChunk(raw: Uint8Array, setting: CompressionSetting): Com
   const out =
     setting.codec === 'zstd'
       ? zstdCompress(input, { compressionLevel: setting.level })
-      : lz4.compressSync(input);
+      : lz4WasmCompress(input);
   const limit = raw.length - (raw.length >> MIN_COMPRESSION_SAVING_SHIFT);
   if (out.length >= limit) return { codec: CODEC_IDS.none, payload: raw };
   return { codec: CODEC_IDS[setting.codec], payload: new Uint8Array(out.buffer, out.byteOffset, out.byteLength) };
