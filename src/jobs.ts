@@ -12,8 +12,8 @@ import {
   type BackupProgress,
   type PointRecord,
 } from '../engine/index.js';
-import { FileFrontEnd, NbdFrontEnd, isKvmSource, kvmFrontEnd, type FrontEnd } from '../adapters/index.js';
-import { FileTarget, StreamTarget } from './restore-targets.js';
+import { FileFrontEnd, NbdFrontEnd, XenVmFrontEnd, isKvmSource, isXenSource, kvmFrontEnd, type FrontEnd, type VmFrontEnd } from '../adapters/index.js';
+import { openTarget } from './restore-targets.js';
 
 export interface SourceOptions {
   /** A JSON extent list (files and block devices only). */
@@ -26,6 +26,7 @@ const NBD_SCHEME = /^nbds?(\+unix)?:\/\//;
 
 /** Picks the front-end for a source argument: kvm:/kvm+qmp:, an NBD URI, else a file or block device. */
 export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
+  if (isXenSource(source)) throw new ChunkvaultError('INVALID_ARGUMENT', 'a xen:// source is a whole VM: name it alone on the command line');
   if (isKvmSource(source)) {
     // The KVM front-ends own their bitmaps: a user-named bitmap or extent list would bypass that.
     if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to kvm: sources (they manage their own bitmaps)');
@@ -37,6 +38,13 @@ export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
   }
   if (o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--bitmap applies to NBD sources (nbd://, nbd+unix://, nbds://)');
   return new FileFrontEnd(source, o.changedExtentsFile);
+}
+
+/** A source that names a whole VM (`xen://`, `xens://`), else null. */
+export function vmFrontEndFor(source: string, o: SourceOptions = {}): VmFrontEnd | null {
+  if (!isXenSource(source)) return null;
+  if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to xen:// sources (they use XenAPI changed block tracking)');
+  return new XenVmFrontEnd(source);
 }
 
 export interface BackupJobOptions {
@@ -101,7 +109,7 @@ export interface RestoreJobOptions {
 
 /** Restores a point to a file, block device or `-` (stdout). */
 export async function runRestore(o: RestoreJobOptions): Promise<void> {
-  const target = o.output === '-' ? StreamTarget.stdout() : await FileTarget.create(o.output);
+  const target = await openTarget(o.output);
   await restore(o.repo, o.point, target, {
     ...(o.signal ? { signal: o.signal } : {}),
     ...(o.onProgress ? { onProgress: o.onProgress } : {}),

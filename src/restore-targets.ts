@@ -1,10 +1,11 @@
 /**
  * Restore targets: a new regular file (written to `<path>.partial`, renamed on
  * success, sparse: zero chunks are holes), an existing block device (every byte
- * written), and a stream such as stdout (in order, zeros written).
+ * written in place), and a stream such as stdout, a FIFO or a character device like
+ * /dev/null (in order, zeros written).
  */
 import { once } from 'node:events';
-import { promises as fsp } from 'node:fs';
+import { createWriteStream, promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { ChunkvaultError, toChunkvaultError, type RestoreTarget } from '../engine/index.js';
 
@@ -13,10 +14,15 @@ function outputError(err: unknown, what: string): ChunkvaultError {
   return new ChunkvaultError('OUTPUT_FAILED', inner.message, { cause: err, details: inner.details });
 }
 
+/** Positional writes kept in flight at once (write-behind; offsets never overlap). */
+const WRITES_IN_FLIGHT = 8;
+
 export class FileTarget implements RestoreTarget {
   readonly sparse: boolean;
   private fh: fsp.FileHandle | undefined;
   private readonly writePath: string;
+  private readonly inflight = new Set<Promise<void>>();
+  private failure: unknown;
 
   private constructor(private readonly path: string, private readonly isDevice: boolean) {
     this.sparse = !isDevice;
@@ -37,19 +43,28 @@ export class FileTarget implements RestoreTarget {
     }
   }
 
+  /** Starts the write and returns once fewer than WRITES_IN_FLIGHT are pending. */
   async write(offset: number, data: Uint8Array): Promise<void> {
-    try {
-      let done = 0;
-      while (done < data.length) {
-        const { bytesWritten } = await this.fh!.write(data, done, data.length - done, offset + done);
-        done += bytesWritten;
-      }
-    } catch (err) {
-      throw outputError(err, `writing ${this.path}`);
+    if (this.failure) throw outputError(this.failure, `writing ${this.path}`);
+    const p = this.writeAll(offset, data).catch((err: unknown) => {
+      this.failure ??= err;
+    });
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+    if (this.inflight.size >= WRITES_IN_FLIGHT) await Promise.race(this.inflight);
+  }
+
+  private async writeAll(offset: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.fh!.write(data, done, data.length - done, offset + done);
+      done += bytesWritten;
     }
   }
 
   async commit(): Promise<void> {
+    await Promise.all(this.inflight);
+    if (this.failure) throw outputError(this.failure, `writing ${this.path}`);
     try {
       await this.fh!.sync();
       await this.fh!.close();
@@ -61,10 +76,22 @@ export class FileTarget implements RestoreTarget {
   }
 
   async abort(): Promise<void> {
+    await Promise.all(this.inflight);
     await this.fh?.close().catch(() => undefined);
     this.fh = undefined;
     if (!this.isDevice) await fsp.rm(this.writePath, { force: true });
   }
+}
+
+/** The target for an output argument: `-`, a path, a block device or another special file. */
+export async function openTarget(output: string): Promise<RestoreTarget> {
+  if (output === '-') return StreamTarget.stdout();
+  const st = await fsp.stat(output).catch(() => undefined);
+  if (st && !st.isFile() && !st.isBlockDevice()) {
+    if (st.isDirectory()) throw new ChunkvaultError('OUTPUT_FAILED', `${output} is a directory`);
+    return new StreamTarget(createWriteStream(output, { flags: 'a' }));
+  }
+  return FileTarget.create(output);
 }
 
 export class StreamTarget implements RestoreTarget {

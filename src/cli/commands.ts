@@ -12,9 +12,9 @@ import {
   type RepoStats,
   type VerifyReport,
 } from '../../engine/index.js';
-import { frontEndFor, runBackupJob, runRestore } from '../jobs.js';
+import { frontEndFor, runBackupJob, runRestore, vmFrontEndFor } from '../jobs.js';
 import { runVmBackupJob } from '../vm-jobs.js';
-import { ComposedVm } from '../../adapters/index.js';
+import { ComposedVm, type VmFrontEnd } from '../../adapters/index.js';
 import { formatBytes, formatRatio, parseSize } from '../units.js';
 import { createProgress } from './progress.js';
 import { printJson, table } from './output.js';
@@ -63,7 +63,8 @@ export async function cmdInit(dir: string, o: { chunkSize?: string; compression?
 }
 
 export interface BackupCliOptions extends RepoOption {
-  vm: string;
+  /** Required, except for sources that name a VM (xen://). */
+  vm?: string;
   disk?: string;
   changedExtents?: string;
   bitmap?: string;
@@ -72,7 +73,14 @@ export interface BackupCliOptions extends RepoOption {
 }
 
 export async function cmdBackup(sources: string[], o: BackupCliOptions): Promise<number> {
-  if (sources.length > 1) return cmdBackupVm(sources, o);
+  const vmSource = sources.length === 1 ? vmFrontEndFor(sources[0]!, { ...(o.changedExtents ? { changedExtentsFile: o.changedExtents } : {}), ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}) }) : null;
+  if (vmSource) {
+    if (o.disk !== undefined) throw new ChunkvaultError('USAGE', '--disk does not apply to a VM source: its disks are named by the front-end');
+    return runVmCli(vmSource, o);
+  }
+  const vm = o.vm;
+  if (vm === undefined) throw new ChunkvaultError('USAGE', "required option '--vm <vm>' not specified");
+  if (sources.length > 1) return cmdBackupVm(sources, { ...o, vm });
   return withRepo(o, async (repo) => {
     const progress = createProgress('backup');
     const frontEnd = frontEndFor(sources[0]!, {
@@ -82,7 +90,7 @@ export async function cmdBackup(sources: string[], o: BackupCliOptions): Promise
     const point = await runBackupJob({
       repo,
       frontEnd,
-      vm: o.vm,
+      vm,
       ...(o.disk ? { disk: o.disk } : {}),
       full: o.full ?? false,
       signal: interruptSignal(),
@@ -95,17 +103,21 @@ export async function cmdBackup(sources: string[], o: BackupCliOptions): Promise
 }
 
 /** Several sources: the disks of one VM, committed together as one VM backup. */
-async function cmdBackupVm(sources: string[], o: BackupCliOptions): Promise<number> {
+async function cmdBackupVm(sources: string[], o: BackupCliOptions & { vm: string }): Promise<number> {
   if (o.disk !== undefined || o.changedExtents !== undefined || o.bitmap !== undefined) {
     throw new ChunkvaultError('USAGE', '--disk, --changed-extents and --bitmap apply to a single source; back up several disks without them');
   }
+  return runVmCli(new ComposedVm(o.vm, sources.map((s) => frontEndFor(s))), o);
+}
+
+/** Runs a whole-VM job (several sources, or one that names a VM) and prints its points. */
+async function runVmCli(frontEnd: VmFrontEnd, o: BackupCliOptions): Promise<number> {
   return withRepo(o, async (repo) => {
     const progress = createProgress('backup');
-    const frontEnd = new ComposedVm(o.vm, sources.map((s) => frontEndFor(s)));
     const { record, points } = await runVmBackupJob({
       repo,
       frontEnd,
-      vm: o.vm,
+      ...(o.vm !== undefined ? { vm: o.vm } : {}),
       full: o.full ?? false,
       signal: interruptSignal(),
       onProgress: (_disk, p) => progress.update(p.done, p.total),

@@ -39,10 +39,11 @@ function buildProgram(): Command {
       'back up a disk as a new restore point: a raw image, a block device, an NBD URI (nbd://host[:port]/export, nbd+unix:///export?socket=PATH, nbds://...), ' +
         'a qcow2 image at rest (kvm:PATH) or a disk of a running QEMU VM (kvm+qmp:QMP_SOCKET?node=NODE[&nbd=SOCKET][&fleece-dir=DIR]); ' +
         'kvm sources keep their own dirty bitmaps (cv-*) and back up incrementally on top of the latest point. ' +
-        'Several sources are the disks of one VM, committed together as one VM backup (a point per disk)',
+        'Several sources are the disks of one VM, committed together as one VM backup (a point per disk). ' +
+        'xen://USER@POOL_MASTER[:PORT]/VM (xens:// for https, ?ca=FILE) backs up every disk of a XenServer/XCP-ng VM with XenAPI CBT; password from $CHUNKVAULT_XEN_PASSWORD',
     )
     .addOption(repoOption())
-    .requiredOption('--vm <vm>', 'VM name')
+    .option('--vm <vm>', 'VM name (required, except for xen:// sources: default the VM named in the URI)')
     .option('--disk <disk>', "disk name (default: the source's base name)")
     .option('--changed-extents <file>', 'JSON [{"offset":N,"length":N}]: read only these, on top of the latest point')
     .option('--bitmap <name>', 'NBD: read only the extents dirty in qemu:dirty-bitmap:<name>, on top of the latest point')
