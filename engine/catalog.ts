@@ -107,6 +107,14 @@ export class Catalog {
     await writeFileAtomic(tmp, join(this.vmDir, `${record.id}.json`), JSON.stringify(record, null, 2) + '\n');
   }
 
+  /** The VM record whose id is `ref` or starts with it (4+ chars), if exactly one; POINT_AMBIGUOUS if several. */
+  async findVmBackup(ref: string): Promise<VmBackupRecord | undefined> {
+    if (!/^[0-9a-f]{4,16}$/.test(ref)) return undefined;
+    const matches = (await this.listVmBackups()).filter((r) => r.id.startsWith(ref));
+    if (matches.length > 1) throw new ChunkvaultError('POINT_AMBIGUOUS', `prefix ${ref} matches ${matches.length} VM backups`);
+    return matches[0];
+  }
+
   /** Every committed VM record, oldest first. */
   async listVmBackups(vm?: string): Promise<VmBackupRecord[]> {
     const ids = await readJsonDir(this.vmDir);

@@ -11,7 +11,10 @@ import {
   type PointRecord,
   type RepoStats,
   type VerifyReport,
+  type VmBackupRecord,
 } from '../../engine/index.js';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { frontEndFor, runBackupJob, runRestore, vmFrontEndFor } from '../jobs.js';
 import { runVmBackupJob } from '../vm-jobs.js';
 import { ComposedVm, type VmFrontEnd } from '../../adapters/index.js';
@@ -172,6 +175,8 @@ export interface RestoreCliOptions extends RepoOption {
 
 export async function cmdRestore(ref: string, o: RestoreCliOptions): Promise<number> {
   return withRepo(o, async (repo) => {
+    const vmBackup = o.disk === undefined ? await repo.catalog.findVmBackup(ref) : undefined;
+    if (vmBackup) return restoreVmBackup(repo, vmBackup, ref, o);
     const point = await repo.catalog.resolve(ref, { ...(o.vm ? { vm: o.vm } : {}), ...(o.disk ? { disk: o.disk } : {}) });
     const started = Date.now();
     const progress = createProgress('restore');
@@ -189,6 +194,27 @@ export async function cmdRestore(ref: string, o: RestoreCliOptions): Promise<num
     else if (o.output !== '-') process.stdout.write(`restored point ${point.id} (${formatBytes(point.sizeBytes)}) to ${o.output} in ${(ms / 1000).toFixed(2)} s\n`);
     return 0;
   });
+}
+
+/** Restores every disk of a VM backup into the directory `o.output` as `<disk>` (plus `.img` without an extension). */
+async function restoreVmBackup(repo: Repository, record: VmBackupRecord, ref: string, o: RestoreCliOptions): Promise<number> {
+  const clash = (await repo.catalog.list()).some((p) => p.id.startsWith(ref));
+  if (clash) throw new ChunkvaultError('POINT_AMBIGUOUS', `${ref} matches both a point and a VM backup: give more characters`);
+  if (o.output === '-') throw new ChunkvaultError('USAGE', 'a VM backup restores to a directory (one image per disk), not to stdout');
+  await mkdir(o.output, { recursive: true });
+  const started = Date.now();
+  const restored: { disk: string; point: string; output: string }[] = [];
+  for (const { disk, point: id } of record.disks) {
+    const point = await repo.catalog.get(id);
+    const output = join(o.output, /\.[A-Za-z0-9]+$/.test(disk) ? disk : `${disk}.img`);
+    const progress = createProgress(`restore ${disk}`);
+    await runRestore({ repo, point, output, signal: interruptSignal(), verifyDigest: o.verifyDigest ?? false, onProgress: (p) => progress.update(p.done, p.total) });
+    progress.finish();
+    restored.push({ disk, point: id, output });
+  }
+  if (o.json) printJson({ job: record.id, vm: record.vm, disks: restored, durationMs: Date.now() - started });
+  else process.stdout.write(`restored VM backup ${record.id} (vm ${record.vm}, ${restored.length} disks) to ${o.output}\n`);
+  return 0;
 }
 
 export async function cmdVerify(ref: string | undefined, o: RepoOption & { readData?: boolean; json?: boolean }): Promise<number> {

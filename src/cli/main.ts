@@ -60,11 +60,11 @@ function buildProgram(): Command {
     .action(action(cmdPoints));
   program
     .command('restore <point>')
-    .description('write a point as a full disk image (point: id, unique prefix, or "latest")')
+    .description('write a point as a full disk image (point: id, unique prefix, or "latest"), or every disk of a VM backup (its job id) into a directory')
     .addOption(repoOption())
     .option('--vm <vm>', 'resolve the point among this VM')
     .option('--disk <disk>', 'resolve the point among this disk')
-    .requiredOption('--output <path>', 'file, block device, or - for stdout')
+    .requiredOption('--output <path>', 'file, block device, FIFO, or - for stdout; a directory for a VM backup')
     .option('--verify-digest', 'also check SHA-256 of every chunk (the check hash is always checked)')
     .addOption(jsonOption())
     .action(action(cmdRestore));

@@ -30,6 +30,9 @@ describe('multi-disk VM backups', () => {
     const points = await listPoints(repo, ['--vm', 'vm-two']);
     expect(points).toHaveLength(2);
     for (const p of out.points) expect(await restoreSha(repo, p.point, dir)).toBe(await sha256File(join(dir, p.disk)));
+    const into = join(dir, 'restored-vm');
+    await cliOk(['restore', out.job, '--repo', repo, '--output', into]);
+    for (const p of out.points) expect(await sha256File(join(into, p.disk))).toBe(await sha256File(join(dir, p.disk)));
   });
 
   it('writes nothing when one of the disks fails, and rejects per-disk flags', async () => {
