@@ -6,3 +6,5 @@ export * from './nbd/index.js';
 export type { BackupPlan, FrontEnd, PlanContext, VmBackupPlan, VmDiskPlan, VmFrontEnd, VmPlanContext } from './front-end.js';
 export * from './kvm/index.js';
 export { ComposedVm } from './composed-vm.js';
+export * from './xen/index.js';
+export * from './hyperv/index.js';

@@ -10,9 +10,10 @@ import {
   restore,
   validateName,
   type BackupProgress,
+  type BackupRequest,
   type PointRecord,
 } from '../engine/index.js';
-import { FileFrontEnd, NbdFrontEnd, XenVmFrontEnd, isKvmSource, isXenSource, kvmFrontEnd, type FrontEnd, type VmFrontEnd } from '../adapters/index.js';
+import { FileFrontEnd, NbdFrontEnd, XenVmFrontEnd, isKvmSource, isXenSource, kvmFrontEnd, type BackupPlan, type FrontEnd, type VmFrontEnd } from '../adapters/index.js';
 import { openTarget } from './restore-targets.js';
 
 export interface SourceOptions {
@@ -57,6 +58,24 @@ export interface BackupJobOptions {
   readonly onProgress?: (p: BackupProgress) => void;
 }
 
+/** The engine request for one disk of a front-end's plan. */
+export function requestFromPlan(
+  plan: BackupPlan,
+  where: { vm: string; disk: string; parent: PointRecord | null; job?: string },
+  o: { signal?: AbortSignal; onProgress?: (p: BackupProgress) => void },
+): BackupRequest {
+  return {
+    source: plan.source,
+    ...where,
+    base: plan.base,
+    changeToken: plan.changeToken,
+    ...(plan.changed ? { changed: plan.changed } : {}),
+    ...(plan.meta ? { meta: plan.meta } : {}),
+    ...(o.signal ? { signal: o.signal } : {}),
+    ...(o.onProgress ? { onProgress: o.onProgress } : {}),
+  };
+}
+
 /**
  * Backs up one disk: resolves the previous point, lets the front-end plan, runs the
  * engine, and always calls the plan's `finish` (which releases snapshots and exports)
@@ -69,18 +88,7 @@ export async function runBackupJob(o: BackupJobOptions): Promise<PointRecord> {
   const plan = await o.frontEnd.plan({ parent, forceFull: o.full ?? false, ...(o.signal ? { signal: o.signal } : {}) });
   let committed = false;
   try {
-    const point = await backup(o.repo, {
-      source: plan.source,
-      vm: o.vm,
-      disk,
-      parent,
-      base: plan.base,
-      changeToken: plan.changeToken,
-      ...(plan.changed ? { changed: plan.changed } : {}),
-      ...(plan.meta ? { meta: plan.meta } : {}),
-      ...(o.signal ? { signal: o.signal } : {}),
-      ...(o.onProgress ? { onProgress: o.onProgress } : {}),
-    });
+    const point = await backup(o.repo, requestFromPlan(plan, { vm: o.vm, disk, parent }, o));
     committed = true;
     return point;
   } finally {

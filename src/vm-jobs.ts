@@ -17,6 +17,7 @@ import {
   type VmBackupRecord,
 } from '../engine/index.js';
 import type { VmBackupPlan, VmFrontEnd } from '../adapters/index.js';
+import { requestFromPlan } from './jobs.js';
 
 export interface VmBackupJobOptions {
   readonly repo: Repository;
@@ -44,21 +45,9 @@ export async function runVmBackupJob(o: VmBackupJobOptions): Promise<VmBackupRes
     checkDiskNames(plan);
     for (const { disk, plan: diskPlan } of plan.disks) {
       const parent = await parentOf(disk);
-      points.push(
-        await backup(o.repo, {
-          source: diskPlan.source,
-          vm,
-          disk,
-          parent,
-          job,
-          base: diskPlan.base,
-          changeToken: diskPlan.changeToken,
-          ...(diskPlan.changed ? { changed: diskPlan.changed } : {}),
-          ...(diskPlan.meta ? { meta: diskPlan.meta } : {}),
-          ...(o.signal ? { signal: o.signal } : {}),
-          ...(o.onProgress ? { onProgress: (p: BackupProgress) => o.onProgress!(disk, p) } : {}),
-        }),
-      );
+      const onProgress = o.onProgress ? (p: BackupProgress) => o.onProgress!(disk, p) : undefined;
+      const request = requestFromPlan(diskPlan, { vm, disk, parent, job }, { ...(o.signal ? { signal: o.signal } : {}), ...(onProgress ? { onProgress } : {}) });
+      points.push(await backup(o.repo, request));
     }
     if (o.signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'backup interrupted');
     const record: VmBackupRecord = {
