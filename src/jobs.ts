@@ -13,7 +13,7 @@ import {
   type BackupRequest,
   type PointRecord,
 } from '../engine/index.js';
-import { FileFrontEnd, NbdFrontEnd, XenVmFrontEnd, isKvmSource, isXenSource, kvmFrontEnd, type BackupPlan, type FrontEnd, type VmFrontEnd } from '../adapters/index.js';
+import { FileFrontEnd, NbdFrontEnd, XenVmFrontEnd, openVirtualDisk, isKvmSource, isXenSource, kvmFrontEnd, type BackupPlan, type FrontEnd, type VmFrontEnd } from '../adapters/index.js';
 import { openTarget } from './restore-targets.js';
 
 export interface SourceOptions {
@@ -38,8 +38,17 @@ export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
     return new NbdFrontEnd(source, o.bitmap === undefined ? {} : { bitmap: o.bitmap });
   }
   if (o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--bitmap applies to NBD sources (nbd://, nbd+unix://, nbds://)');
+  const vdisk = VIRTUAL_DISK.exec(source);
+  if (vdisk) {
+    // Chosen by prefix or extension, never by probing contents: a raw disk may end in a VHD footer.
+    const path = vdisk[2] ?? source;
+    return new FileFrontEnd(path, o.changedExtentsFile, (p) => openVirtualDisk(p));
+  }
   return new FileFrontEnd(source, o.changedExtentsFile);
 }
+
+/** `vhd:PATH`, `vhdx:PATH`, or a path ending in .vhd, .vhdx, .avhd or .avhdx. */
+const VIRTUAL_DISK = /^(vhdx?:)(.+)$|\.a?vhdx?$/i;
 
 /** A source that names a whole VM (`xen://`, `xens://`), else null. */
 export function vmFrontEndFor(source: string, o: SourceOptions = {}): VmFrontEnd | null {

@@ -1,9 +1,10 @@
 /**
- * Raw images and block devices as a front-end: the whole source, or the extents of a
- * user-supplied changed-extents list on top of the previous point.
+ * Disk files as a front-end (raw images and block devices by default; any opener, e.g.
+ * VHD/VHDX chains): the whole source, or the extents of a user-supplied
+ * changed-extents list on top of the previous point.
  */
 import { promises as fsp } from 'node:fs';
-import { ChunkvaultError, parseExtentsJson, type Extent } from '../../engine/index.js';
+import { ChunkvaultError, parseExtentsJson, type BlockSource, type Extent } from '../../engine/index.js';
 import type { BackupPlan, FrontEnd, PlanContext } from '../front-end.js';
 import { FileSource } from './file-source.js';
 import { basename } from 'node:path';
@@ -18,18 +19,22 @@ async function readExtentsFile(path: string, diskSize: number): Promise<Extent[]
   return parseExtentsJson(text, diskSize);
 }
 
+/** Opens the disk behind a path (default: raw image or block device). */
+export type DiskOpener = (path: string) => Promise<BlockSource>;
+
 export class FileFrontEnd implements FrontEnd {
   readonly diskName: string;
 
   constructor(
     private readonly path: string,
     private readonly changedExtentsFile?: string,
+    private readonly open: DiskOpener = (p) => FileSource.open(p),
   ) {
     this.diskName = basename(path);
   }
 
   async plan(ctx: PlanContext): Promise<BackupPlan> {
-    const source = await FileSource.open(this.path);
+    const source = await this.open(this.path);
     try {
       const useExtents = this.changedExtentsFile !== undefined && !ctx.forceFull;
       const changed = useExtents ? await readExtentsFile(this.changedExtentsFile!, source.sizeBytes) : undefined;

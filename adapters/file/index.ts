@@ -1,3 +1,3 @@
 /** Raw image files and block devices (the SAN / hot-add transport). */
 export { FileSource } from './file-source.js';
-export { FileFrontEnd } from './front-end.js';
+export { FileFrontEnd, type DiskOpener } from './front-end.js';
