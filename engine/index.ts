@@ -27,3 +27,9 @@ export { rebuildIndex } from './rebuild-index.js';
 export type { RebuildReport } from './rebuild-index.js';
 export { normalizeExtents, parseExtentsJson, validateExtents } from './extents.js';
 export { DEFAULT_CHUNK_SIZE, FORMAT_VERSION, MAX_CHUNK_SIZE, MIN_CHUNK_SIZE } from './constants.js';
+/** The CPU pool and chunk-buffer pool, for tools that scan disks without a repository (estimate). */
+export { WorkerPool } from './worker-pool.js';
+export type { WorkerPoolOptions } from './worker-pool.js';
+export { BufferPool } from './_buffer-pool.js';
+export type { CdcCandidates, CdcMaskBits, ScanGroupResult } from './_worker.js';
+export { DIGEST_BYTES, INDEX_VALUE_BYTES, MAP_HEADER_BYTES, MAP_TRAILER_BYTES } from './constants.js';

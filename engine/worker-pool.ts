@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { ChunkvaultError, type ErrorCode } from './errors.js';
 import { Semaphore } from './_buffer-pool.js';
-import type { HashResult, HashTask, OpenTask, PackResult, PackTask, WorkerError } from './_worker.js';
+import type { HashResult, HashTask, OpenTask, PackResult, PackSizesTask, PackTask, ScanResult, ScanTask, WorkerError } from './_worker.js';
 
 /** Resolves the compiled worker (tests run the TypeScript sources, workers need JS). */
 function workerFile(): string {
@@ -68,6 +68,16 @@ export class WorkerPool {
       throw new ChunkvaultError(result.error.code as ErrorCode, result.error.message);
     }
     return result.raw;
+  }
+
+  /** Estimation: digests (or zero flags) of ranges of one buffer, and CDC cut candidates. */
+  scan(task: ScanTask): Promise<ScanResult> {
+    return this.run(task, 'scan', [task.buf]);
+  }
+
+  /** Estimation: stored payload size of each range under each codec (payloads dropped). */
+  packSizes(task: PackSizesTask): Promise<{ buf: Uint8Array; sizes: Uint32Array }> {
+    return this.run(task, 'packSizes', [task.buf]);
   }
 
   private run<T>(task: object, name: string, moved: readonly Uint8Array[]): Promise<T> {

@@ -9,6 +9,7 @@ import { runDemo } from '../demo.js';
 import { parseSize } from '../units.js';
 import { cmdBackup, cmdIndexRebuild, cmdInit, cmdPoints, cmdRestore, cmdStats, cmdVerify } from './commands.js';
 import { printJson, reportError } from './output.js';
+import { cmdEstimate, DEFAULT_ESTIMATE_CHUNK_SIZES, DEFAULT_ESTIMATE_CODECS } from './estimate-command.js';
 
 const repoOption = () => new Option('--repo <repo>', 'repository directory (default: $CHUNKVAULT_REPO)');
 const jsonOption = () => new Option('--json', 'print machine-readable JSON on stdout');
@@ -76,6 +77,17 @@ function buildProgram(): Command {
     .addOption(jsonOption())
     .action(action(cmdVerify));
   program.command('stats').description('space usage, dedup and compression ratios, per point').addOption(repoOption()).addOption(jsonOption()).action(action(cmdStats));
+  program
+    .command('estimate <source...>')
+    .description('estimate dedup, compression and repository size per chunk size and codec, without writing a repository (same sources as backup)')
+    .option('--chunk-sizes <list>', `fixed chunk sizes (and CDC averages with --cdc), powers of two from 64K to 4M`, DEFAULT_ESTIMATE_CHUNK_SIZES)
+    .option('--codecs <list>', 'codecs to measure: zstd[:LEVEL], lz4, none', DEFAULT_ESTIMATE_CODECS)
+    .option('--cdc', 'also estimate content-defined chunking (FastCDC-style, averages = the chunk sizes)')
+    .option('--sample <percent>', 'read a seeded random sample of this percentage of the data; prints 95% intervals')
+    .option('--seed <n>', 'seed of --sample', '1')
+    .option('--threads <n>', 'worker threads (default: available cores)')
+    .addOption(jsonOption())
+    .action(action(cmdEstimate));
   const index = program.command('index').description('chunk index maintenance');
   index.command('rebuild').description('rebuild the index from the container footers').addOption(repoOption()).addOption(jsonOption()).action(action(cmdIndexRebuild));
   program
