@@ -8,3 +8,4 @@ export * from './kvm/index.js';
 export { ComposedVm } from './composed-vm.js';
 export * from './xen/index.js';
 export * from './hyperv/index.js';
+export * from './vmware/index.js';

@@ -13,7 +13,8 @@ import {
   type BackupRequest,
   type PointRecord,
 } from '../engine/index.js';
-import { FileFrontEnd, NbdFrontEnd, XenVmFrontEnd, openVirtualDisk, isKvmSource, isXenSource, kvmFrontEnd, type BackupPlan, type FrontEnd, type VmFrontEnd } from '../adapters/index.js';
+import { FileFrontEnd, HypervVmFrontEnd, NbdFrontEnd, XenVmFrontEnd, openVirtualDisk, isHypervSource, isKvmSource, isXenSource, kvmFrontEnd, type BackupPlan, type FrontEnd, type VmFrontEnd } from '../adapters/index.js';
+import { isVmwareSource, VmwareVmFrontEnd } from '../adapters/vmware/index.js';
 import { openTarget } from './restore-targets.js';
 
 export interface SourceOptions {
@@ -28,6 +29,8 @@ const NBD_SCHEME = /^nbds?(\+unix)?:\/\//;
 /** Picks the front-end for a source argument: kvm:/kvm+qmp:, an NBD URI, else a file or block device. */
 export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
   if (isXenSource(source)) throw new ChunkvaultError('INVALID_ARGUMENT', 'a xen:// source is a whole VM: name it alone on the command line');
+  if (isVmwareSource(source)) throw new ChunkvaultError('INVALID_ARGUMENT', 'a vmware:// source is a whole VM: name it alone on the command line');
+  if (isHypervSource(source)) throw new ChunkvaultError('INVALID_ARGUMENT', 'a hyperv:// source is a whole VM: name it alone on the command line');
   if (isKvmSource(source)) {
     // The KVM front-ends own their bitmaps: a user-named bitmap or extent list would bypass that.
     if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to kvm: sources (they manage their own bitmaps)');
@@ -50,8 +53,16 @@ export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
 /** `vhd:PATH`, `vhdx:PATH`, or a path ending in .vhd, .vhdx, .avhd or .avhdx. */
 const VIRTUAL_DISK = /^(vhdx?:)(.+)$|\.a?vhdx?$/i;
 
-/** A source that names a whole VM (`xen://`, `xens://`), else null. */
+/** A source that names a whole VM (`xen://`, `xens://`, `hyperv://`, `vmware://`), else null. */
 export function vmFrontEndFor(source: string, o: SourceOptions = {}): VmFrontEnd | null {
+  if (isVmwareSource(source)) {
+    if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to vmware:// sources (they use vSphere changed block tracking)');
+    return new VmwareVmFrontEnd(source);
+  }
+  if (isHypervSource(source)) {
+    if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to hyperv:// sources (they use resilient change tracking)');
+    return new HypervVmFrontEnd(source);
+  }
   if (!isXenSource(source)) return null;
   if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to xen:// sources (they use XenAPI changed block tracking)');
   return new XenVmFrontEnd(source);
