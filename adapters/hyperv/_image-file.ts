@@ -26,6 +26,24 @@ export function formatError(
   });
 }
 
+/** A parse failure in a format codec: the reader turns it into a typed error with the file's path. */
+export class FormatProblem {
+  constructor(
+    readonly reason: string,
+    readonly message: string,
+  ) {}
+}
+
+/** Runs a format codec; a FormatProblem becomes `formatError(format, path, ...)`. */
+export async function parseOrFail<T>(format: ImageFormat, path: string, fn: () => T | Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (err instanceof FormatProblem) throw formatError(format, path, err.reason, err.message);
+    throw err;
+  }
+}
+
 export class ImageFile {
   private closed = false;
   private overlay: readonly LogWrite[] = [];

@@ -9,6 +9,7 @@
  * byte 0 first, padded to a sector boundary) followed by BlockSize bytes of data. BAT
  * entries are sector numbers of the bitmap; 0xFFFFFFFF means unallocated.
  */
+import { FormatProblem } from './_image-file.js';
 
 export const VHD = {
   FOOTER_COOKIE: 'conectix',
@@ -34,15 +35,8 @@ export const PlatformCode = {
   MACX: 0x4d616358, // file:// URL, UTF-8
 } as const;
 
-export class VhdFormatProblem {
-  constructor(
-    readonly reason: string,
-    readonly message: string,
-  ) {}
-}
-
 function problem(reason: string, message: string): never {
-  throw new VhdFormatProblem(reason, message);
+  throw new FormatProblem(reason, message);
 }
 
 /** One's complement of the byte sum, with the checksum field counted as zero. */

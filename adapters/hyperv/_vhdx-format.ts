@@ -13,6 +13,7 @@
  * The BAT interleaves them: chunkRatio payload entries, then that chunk's bitmap entry.
  */
 import { crc32cWithZeroField } from './_crc32c.js';
+import { FormatProblem } from './_image-file.js';
 
 export const KiB = 1024;
 export const MiB = 1024 * 1024;
@@ -67,16 +68,8 @@ export const PayloadState = {
 /** BAT sector bitmap block states. */
 export const BitmapState = { NOT_PRESENT: 0, PRESENT: 6 } as const;
 
-/** A parse failure: the reader turns it into a typed error with the file's path. */
-export class VhdxFormatProblem {
-  constructor(
-    readonly reason: string,
-    readonly message: string,
-  ) {}
-}
-
 function problem(reason: string, message: string): never {
-  throw new VhdxFormatProblem(reason, message);
+  throw new FormatProblem(reason, message);
 }
 
 const hex = (b: Uint8Array, from: number, to: number, reverse: boolean): string => {

@@ -13,13 +13,12 @@
  * blobs are skipped. The parent must be a VHD whose footer UniqueId is the child's
  * ParentUniqueId and whose size is the child's.
  */
-import { ImageFile, formatError } from './_image-file.js';
+import { ImageFile, formatError, parseOrFail } from './_image-file.js';
 import { checkNoOverlap, checkParent, checkRange, findParent, parentCandidates, pushSegment, runPlan, type ChainContext, type DiskLayer, type FileRange, type Segment } from './_layer.js';
 import {
   DiskType,
   PlatformCode,
   VHD,
-  VhdFormatProblem,
   bitmapBytes,
   decodeLocator,
   parseDynamicHeader,
@@ -31,22 +30,13 @@ import {
 /** Bitmaps of this many blocks stay cached (each is at most 64 KiB). */
 const BITMAP_CACHE_BLOCKS = 64;
 
-async function parseOrFail<T>(path: string, fn: () => T | Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof VhdFormatProblem) throw formatError('vhd', path, err.reason, err.message);
-    throw err;
-  }
-}
-
 async function readFooter(file: ImageFile): Promise<VhdFooter> {
   if (file.size < VHD.FOOTER_SIZE) throw formatError('vhd', file.path, 'bad-signature', `file of ${file.size} bytes is too small for a VHD footer`);
   const end = await file.read(file.size - VHD.FOOTER_SIZE, VHD.FOOTER_SIZE, 'footer');
-  const footer = await parseOrFail(file.path, () => parseFooter(end));
+  const footer = await parseOrFail('vhd', file.path, () => parseFooter(end));
   if (footer !== null) return footer;
   const copy = await file.read(0, VHD.FOOTER_SIZE, 'footer copy');
-  const first = await parseOrFail(file.path, () => parseFooter(copy));
+  const first = await parseOrFail('vhd', file.path, () => parseFooter(copy));
   if (first === null || first.diskType === DiskType.FIXED) throw formatError('vhd', file.path, 'bad-signature', 'no "conectix" footer at the end of the file');
   return first;
 }
@@ -60,7 +50,7 @@ interface Dynamic {
 async function readDynamic(file: ImageFile, footer: VhdFooter): Promise<Dynamic> {
   if (footer.dataOffset === null) throw formatError('vhd', file.path, 'header-invalid', 'dynamic disk without a dynamic header offset');
   const raw = await file.read(footer.dataOffset, VHD.DYNAMIC_HEADER_SIZE, 'dynamic header');
-  const header = await parseOrFail(file.path, () => parseDynamicHeader(raw));
+  const header = await parseOrFail('vhd', file.path, () => parseDynamicHeader(raw));
   const blocks = Math.ceil(footer.currentSize / header.blockSize);
   if (header.maxTableEntries < blocks) {
     throw formatError('vhd', file.path, 'bat-too-small', `BAT has ${header.maxTableEntries} entries, ${blocks} needed for ${footer.currentSize} bytes`);

@@ -17,7 +17,7 @@
  * many entries it applied.
  */
 import { ChunkvaultError } from '../../engine/index.js';
-import { ImageFile, formatError } from './_image-file.js';
+import { FormatProblem, ImageFile, formatError, parseOrFail } from './_image-file.js';
 import { checkNoOverlap, checkParent, checkRange, findParent, parentCandidates, pushSegment, runPlan, type ChainContext, type DiskLayer, type FileRange, type Segment } from './_layer.js';
 import {
   BitmapState,
@@ -25,7 +25,6 @@ import {
   MiB,
   PayloadState,
   VHDX,
-  VhdxFormatProblem,
   batEntry,
   batGeometry,
   bitmapIndex,
@@ -42,15 +41,6 @@ import { replayLog } from './_vhdx-log.js';
 
 /** Bitmaps of this many payload blocks stay cached (each is blockSize/sector/8 bytes, <= 64 KiB). */
 const BITMAP_CACHE_BLOCKS = 64;
-
-async function parseOrFail<T>(path: string, fn: () => T | Promise<T>): Promise<T> {
-  try {
-    return await fn();
-  } catch (err) {
-    if (err instanceof VhdxFormatProblem) throw formatError('vhdx', path, err.reason, err.message);
-    throw err;
-  }
-}
 
 interface Parsed {
   readonly header: VhdxHeader;
@@ -70,17 +60,17 @@ async function readStructures(file: ImageFile): Promise<Parsed> {
   }
   const h1 = await file.read(VHDX.HEADER1_OFFSET, VHDX.HEADER_SIZE, 'header 1');
   const h2 = await file.read(VHDX.HEADER2_OFFSET, VHDX.HEADER_SIZE, 'header 2');
-  const header = await parseOrFail(file.path, () => pickHeader(h1, h2));
+  const header = await parseOrFail('vhdx', file.path, () => pickHeader(h1, h2));
   const logEntries = header.logGuid === GUID.ZERO ? 0 : await replayIntoOverlay(file, header);
   const r1 = await file.read(VHDX.REGION1_OFFSET, VHDX.REGION_TABLE_SIZE, 'region table 1');
   const r2 = await file.read(VHDX.REGION2_OFFSET, VHDX.REGION_TABLE_SIZE, 'region table 2');
-  const regions = await parseOrFail(file.path, () => {
+  const regions = await parseOrFail('vhdx', file.path, () => {
     const entries = parseRegionTable(r1) ?? parseRegionTable(r2);
-    if (entries === null) throw new VhdxFormatProblem('no-valid-region-table', 'neither region table has a valid signature and checksum');
+    if (entries === null) throw new FormatProblem('no-valid-region-table', 'neither region table has a valid signature and checksum');
     return checkRegions(entries, file.size);
   });
   const metaRegion = await file.read(regions.metadata.fileOffset, regions.metadata.length, 'metadata region');
-  const meta = await parseOrFail(file.path, () => parseMetadata(metaRegion));
+  const meta = await parseOrFail('vhdx', file.path, () => parseMetadata(metaRegion));
   const geometry = batGeometry(meta);
   if (regions.bat.length < geometry.totalEntries * 8) {
     throw formatError('vhdx', file.path, 'bat-too-small', `BAT region holds ${regions.bat.length / 8} entries, ${geometry.totalEntries} needed`);
