@@ -42,7 +42,8 @@ export function readHash64(dv: DataView, offset: number): bigint {
   return dv.getBigUint64(offset, true);
 }
 
-const ZERO_CHUNK = new Uint8Array(4 * 1024 * 1024);
+/** Shared read-only zeros, as long as the largest chunk. Never write into it. */
+export const ZERO_CHUNK = new Uint8Array(4 * 1024 * 1024);
 
 /** True when every byte of `buf` is zero (memcmp against a shared zero page). */
 export function isAllZero(buf: Uint8Array): boolean {

@@ -16,7 +16,7 @@ export { newJobId, validateName } from './catalog.js';
 export type { PointRecord, PointStats, VmBackupRecord } from './catalog.js';
 export { backup, planSlots } from './backup.js';
 export type { BackupRequest, BackupProgress } from './backup.js';
-export { commitVmBackup, discardJob } from './vm-backup.js';
+export { discardJob } from './vm-backup.js';
 export { restore } from './restore.js';
 export type { RestoreTarget, RestoreOptions } from './restore.js';
 export { verify } from './verify.js';

@@ -8,6 +8,7 @@
 import type { Repository } from './repository.js';
 import type { PointRecord } from './catalog.js';
 import { ChunkReader } from './chunk-reader.js';
+import { ZERO_CHUNK } from './_bytes.js';
 import { MapReader, isZeroDigest, mapPath, slotLength, type MapGeometry } from './point-map.js';
 import { ChunkvaultError } from './errors.js';
 import { DIGEST_BYTES, MIB } from './constants.js';
@@ -33,7 +34,6 @@ export interface RestoreOptions {
   readonly verifyDigest?: boolean;
 }
 
-const ZERO_CHUNK = new Uint8Array(4 * MIB);
 
 interface FetchedWindow {
   readonly first: number;

@@ -8,8 +8,10 @@
 import type { Repository } from './repository.js';
 import type { PointRecord } from './catalog.js';
 import { ContainerReader } from './container.js';
+import { ChunkReader } from './chunk-reader.js';
+import { locationOf } from './chunk-index.js';
 import { MapReader, isZeroDigest, mapPath } from './point-map.js';
-import { ChunkvaultError, toChunkvaultError, type ErrorCode } from './errors.js';
+import { ChunkvaultError, isChunkvaultError, toChunkvaultError, type ErrorCode } from './errors.js';
 import { DIGEST_BYTES } from './constants.js';
 import { toHex } from './_bytes.js';
 import type { ChunkLocation } from './chunk-index.js';
@@ -69,10 +71,15 @@ export async function verify(repo: Repository, options: VerifyOptions = {}): Pro
   // run reads only what it references.
   const referencedIds = [...st.containers.keys()];
   const ids = options.readData && !options.points ? [...new Set([...(await repo.containerIds()), ...referencedIds])].sort() : referencedIds;
+  const chunks = options.readData ? new ChunkReader(repo.dir, await repo.index(), repo.pool()) : undefined;
   let done = 0;
-  for (const id of ids) {
-    await (options.readData ? readContainer(repo, id, st) : checkContainer(repo, id, st));
-    options.onProgress?.({ done: ++done, total: ids.length });
+  try {
+    for (const id of ids) {
+      await (chunks ? readContainer(repo, id, st, chunks) : checkContainer(repo, id, st));
+      options.onProgress?.({ done: ++done, total: ids.length });
+    }
+  } finally {
+    await chunks?.close();
   }
   await attributeBadChunks(repo, points, st);
   return {
@@ -148,10 +155,9 @@ async function checkContainer(repo: Repository, id: string, st: State): Promise<
   }
 }
 
-async function readContainer(repo: Repository, id: string, st: State): Promise<void> {
+async function readContainer(repo: Repository, id: string, st: State, chunks: ChunkReader): Promise<void> {
   const reader = await openContainer(repo, id, st);
   if (!reader) return;
-  const pool = repo.pool();
   try {
     let entries: FooterEntry[];
     let footerOk = true;
@@ -166,21 +172,20 @@ async function readContainer(repo: Repository, id: string, st: State): Promise<v
     const found = new Set(entries.map((e) => e.offset));
     const why = footerOk ? 'the index points at a record the footer does not list' : 'not recoverable from the damaged container';
     markUnlisted(st, id, found, footerOk ? 'INDEX_CORRUPT' : 'CHUNK_CORRUPT', why);
-    await Promise.all(entries.map((e) => readRecord(reader, pool, e, st)));
+    await Promise.all(entries.map((e) => readRecord(chunks, id, e, st)));
   } finally {
     await reader.close();
   }
 }
 
-async function readRecord(reader: ContainerReader, pool: ReturnType<Repository['pool']>, e: FooterEntry, st: State): Promise<void> {
+/** Reads one record the way a restore does, plus the SHA-256 check; damage marks the chunk bad. */
+async function readRecord(chunks: ChunkReader, containerId: string, e: FooterEntry, st: State): Promise<void> {
   st.chunksRead++;
   try {
-    const rec = await reader.readRecord(e.offset, e.storedLength, e.digest);
-    if (rec.header.checkHash !== e.checkHash) throw new ChunkvaultError('CHUNK_CORRUPT', 'record header disagrees with the footer');
-    await pool.open({ payload: rec.payload, codec: e.codec, rawLength: e.rawLength, payloadHash: rec.header.payloadHash, checkHash: e.checkHash, digest: e.digest });
+    await chunks.read(e.digest, locationOf(containerId, e), true);
   } catch (err) {
-    const hex = toHex(e.digest);
-    markBad(st, hex, 'CHUNK_CORRUPT', `chunk ${hex} in container ${reader.id} at ${e.offset}: ${(err as Error).message}`, reader.id);
+    const code = isChunkvaultError(err, 'CHUNK_MISSING') ? 'CHUNK_MISSING' : 'CHUNK_CORRUPT';
+    markBad(st, toHex(e.digest), code, (err as Error).message, containerId);
   }
 }
 

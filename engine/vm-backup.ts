@@ -2,17 +2,12 @@
  * Multi-disk backups: the points one job makes of a VM's disks become visible together
  * when the job's VM record is committed (one rename). A job that fails before that
  * leaves points nobody can see; `discardJob` removes them at once (GC would too).
+ * The commit itself is `Catalog.commitVmBackup`.
  */
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Repository } from './repository.js';
-import type { VmBackupRecord } from './catalog.js';
 import { mapPath } from './point-map.js';
-
-/** Commits the VM record of a job whose disk points are all committed. */
-export async function commitVmBackup(repo: Repository, record: VmBackupRecord): Promise<void> {
-  await repo.catalog.commitVmBackup(record);
-}
 
 /** Removes the point records and maps of a job that will never be committed. */
 export async function discardJob(repo: Repository, pointIds: readonly string[]): Promise<void> {

@@ -10,7 +10,7 @@ import { Repository, repoStats } from '../engine/index.js';
 import { runFileBackup, runRestore } from './jobs.js';
 import { mutateDisk, sha256File, writeSampleDisk } from './sample-disk.js';
 import { formatBytes } from './units.js';
-import { formatStats } from './cli/commands.js';
+import { formatStats } from './stats-report.js';
 
 export interface DemoOptions {
   readonly dir: string;

@@ -7,7 +7,6 @@
 import {
   backup,
   ChunkvaultError,
-  commitVmBackup,
   discardJob,
   newJobId,
   validateName,
@@ -58,7 +57,7 @@ export async function runVmBackupJob(o: VmBackupJobOptions): Promise<VmBackupRes
       ...(plan.config !== undefined ? { config: plan.config } : {}),
       ...(plan.meta ? { meta: plan.meta } : {}),
     };
-    await commitVmBackup(o.repo, record);
+    await o.repo.catalog.commitVmBackup(record);
     committed = true;
     return { record, points };
   } catch (err) {

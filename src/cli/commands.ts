@@ -9,7 +9,6 @@ import {
   repoStats,
   verify,
   type PointRecord,
-  type RepoStats,
   type VerifyReport,
   type VmBackupRecord,
 } from '../../engine/index.js';
@@ -18,9 +17,10 @@ import { join } from 'node:path';
 import { frontEndFor, runBackupJob, runRestore, vmFrontEndFor } from '../jobs.js';
 import { runVmBackupJob } from '../vm-jobs.js';
 import { ComposedVm, type VmFrontEnd } from '../../adapters/index.js';
-import { formatBytes, formatRatio, parseSize } from '../units.js';
+import { formatBytes, parseSize } from '../units.js';
 import { createProgress } from './progress.js';
 import { printJson, table } from './output.js';
+import { formatStats } from '../stats-report.js';
 
 export interface RepoOption {
   repo?: string;
@@ -248,29 +248,6 @@ export async function cmdStats(o: RepoOption & { json?: boolean }): Promise<numb
     else process.stdout.write(formatStats(s));
     return 0;
   });
-}
-
-/** The stats report as text (also used by the demo). */
-export function formatStats(s: RepoStats): string {
-  const overall = table(
-    ['', 'VALUE'],
-    [
-      ['points', String(s.points)],
-      ['vms', String(s.vms)],
-      ['logical bytes', formatBytes(s.logicalBytes)],
-      ['zero bytes (not stored)', formatBytes(s.zeroBytes)],
-      ['unique chunks', String(s.uniqueChunks)],
-      ['unique raw bytes', formatBytes(s.uniqueRawBytes)],
-      ['stored bytes (containers)', formatBytes(s.storedBytes)],
-      ['dedup ratio', formatRatio(s.dedupRatio)],
-      ['compression ratio', formatRatio(s.compressionRatio)],
-      ['total ratio (logical/stored)', formatRatio(s.totalRatio)],
-    ],
-    [1],
-  );
-  const rows = s.perPoint.map((p) => [p.id, p.vm, p.disk, formatBytes(p.logicalBytes), formatBytes(p.zeroBytes), formatBytes(p.uniqueBytes), formatBytes(p.bytesNew), formatBytes(p.exclusiveBytes)]);
-  const per = table(['POINT', 'VM', 'DISK', 'LOGICAL', 'ZERO', 'UNIQUE', 'ADDED', 'EXCLUSIVE'], rows, [3, 4, 5, 6, 7]);
-  return `${overall}\n\n${per}\n`;
 }
 
 export async function cmdIndexRebuild(o: RepoOption & { json?: boolean }): Promise<number> {
