@@ -114,16 +114,19 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
   const parent = req.parent ?? null;
   const ranges = planSlots(g, req.changed, parent);
   const index = await repo.index();
+  const session = await repo.beginSession('backup', req.job);
   const id = newPointId();
   const job = new BackupJob(repo, req, g, ranges, new ChunkWriter(repo.dir, index, repo.config.containerTargetBytes));
-  const mapWriter = await MapWriter.create(repo.dir, id, g);
+  let mapWriter: MapWriter | undefined;
+  let parentMap: MapReader | undefined;
   const fromParent = parent !== null && (req.base ?? 'parent') === 'parent';
-  const parentMap = fromParent ? await MapReader.open(mapPath(repo.dir, parent.id)) : undefined;
   let mapCommitted = false;
   const checkInterrupt = () => {
     if (req.signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'backup interrupted');
   };
   try {
+    mapWriter = await MapWriter.create(repo.dir, id, g);
+    parentMap = fromParent ? await MapReader.open(mapPath(repo.dir, parent.id)) : undefined;
     await job.run(mapWriter, parentMap);
     checkInterrupt();
     await job.writer.seal();
@@ -152,10 +155,11 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
     return record;
   } catch (err) {
     // A map without its point record is an orphan: remove it now rather than leave it to GC.
-    await Promise.allSettled([job.abort(), mapWriter.abort(), mapCommitted ? rm(mapPath(repo.dir, id), { force: true }) : undefined]);
+    await Promise.allSettled([job.abort(), mapWriter?.abort(), mapCommitted ? rm(mapPath(repo.dir, id), { force: true }) : undefined]);
     throw err;
   } finally {
     await parentMap?.close();
+    await session.end();
   }
 }
 

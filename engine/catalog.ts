@@ -6,8 +6,9 @@
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { join } from 'node:path';
-import { writeFileAtomic } from './_fs.js';
+import { fsyncDir, writeFileAtomic } from './_fs.js';
 import { ChunkvaultError } from './errors.js';
+import { ownedTmp } from './_owner.js';
 
 export interface PointStats {
   readonly bytesRead: number;
@@ -103,7 +104,7 @@ export class Catalog {
    * (FORMAT.md "Commit order"). Every listed point must already be committed.
    */
   async commitVmBackup(record: VmBackupRecord): Promise<void> {
-    const tmp = join(this.repoDir, 'tmp', `${record.id}.vm.json.tmp`);
+    const tmp = ownedTmp(join(this.repoDir, 'tmp'), `${record.id}.vm.json.tmp`);
     await writeFileAtomic(tmp, join(this.vmDir, `${record.id}.json`), JSON.stringify(record, null, 2) + '\n');
   }
 
@@ -124,7 +125,7 @@ export class Catalog {
 
   /** Commits a point record (tmp + fsync + rename + directory fsync). */
   async commit(record: PointRecord): Promise<void> {
-    const tmp = join(this.repoDir, 'tmp', `${record.id}.json.tmp`);
+    const tmp = ownedTmp(join(this.repoDir, 'tmp'), `${record.id}.json.tmp`);
     await writeFileAtomic(tmp, join(this.dir, `${record.id}.json`), JSON.stringify(record, null, 2) + '\n');
   }
 
@@ -201,4 +202,43 @@ export class Catalog {
     if (matches.length > 1) throw new ChunkvaultError('POINT_AMBIGUOUS', `point prefix ${ref} matches ${matches.length} points`);
     return matches[0] as PointRecord;
   }
+
+  // Deletion, for `forget` (engine/forget.ts): catalog records only, never maps or
+  // containers (GC removes those once nothing references them).
+
+  /** Deletes a point record; durable on return (directory fsynced). An absent record is not an error. */
+  async deletePoint(id: string): Promise<void> {
+    await fsp.rm(join(this.dir, `${checkId(id)}.json`), { force: true });
+    await fsyncDir(this.dir);
+  }
+
+  /**
+   * Replaces a committed VM record atomically (forget drops disks from it). The
+   * temporary file lives beside the record, not in `tmp/`: forget holds no index lock,
+   * and a process that opens the index empties `tmp/`.
+   */
+  async replaceVmBackup(record: VmBackupRecord): Promise<void> {
+    const tmp = join(this.vmDir, `${checkId(record.id)}${VM_TMP_SUFFIX}`);
+    await writeFileAtomic(tmp, join(this.vmDir, `${record.id}.json`), JSON.stringify(record, null, 2) + '\n');
+  }
+
+  /** Deletes a VM record (its points then become uncommitted); durable on return. */
+  async deleteVmBackup(id: string): Promise<void> {
+    await fsp.rm(join(this.vmDir, `${checkId(id)}.json`), { force: true });
+    await fsyncDir(this.vmDir);
+  }
+
+  /** Removes temporaries a crashed replaceVmBackup left; call only while no replace can run. */
+  async removeStaleVmTemporaries(): Promise<void> {
+    const names = await fsp.readdir(this.vmDir).catch(() => [] as string[]);
+    await Promise.all(names.filter((n) => n.endsWith(VM_TMP_SUFFIX)).map((n) => fsp.rm(join(this.vmDir, n), { force: true })));
+  }
+}
+
+const VM_TMP_SUFFIX = '.json.replace-tmp';
+
+/** A record id as a safe file name, else INVALID_ARGUMENT (ids come from parsed JSON). */
+function checkId(id: string): string {
+  if (!ID_RE.test(id)) throw new ChunkvaultError('INVALID_ARGUMENT', `"${id}" is not a record id`, { details: { id } });
+  return id;
 }

@@ -1,10 +1,15 @@
 /**
- * The chunk index: LevelDB (classic-level) mapping digest -> location (FORMAT.md
- * "Index"). It is a cache of the container footers and can be rebuilt from them.
- * Reads are batched with getMany and writes with batch: one native call per
- * window, never one awaited get per chunk.
+ * The chunk index: an LMDB environment (`index.mdb`) mapping digest -> location
+ * (FORMAT.md "Index"). It is a cache of the container footers and can be rebuilt
+ * from them. LMDB because several processes must share it at once (backups beside
+ * GC beside the media agent): readers never block, one writer transaction at a time
+ * across processes, commits atomic and crash-proof (bench/index.ts compares it with
+ * classic-level, which locks the database to one process).
+ *
+ * Reads are synchronous memory-mapped lookups; writes are batched into one
+ * transaction and awaited until durable (flushed), never one commit per chunk.
  */
-import { ClassicLevel } from 'classic-level';
+import { open, type Database, type RootDatabase } from 'lmdb';
 import { CONTAINER_ID_BYTES, INDEX_VALUE_BYTES, type CodecId } from './constants.js';
 import { fromHex, readHash64, readU64, toHex, view, writeHash64, writeU64 } from './_bytes.js';
 import { ChunkvaultError } from './errors.js';
@@ -58,56 +63,135 @@ export function locationOf(containerId: string, e: FooterEntry): ChunkLocation {
   };
 }
 
-export class ChunkIndex {
-  private constructor(private readonly db: ClassicLevel<Uint8Array, Uint8Array>) {}
+/** Named databases of the index environment besides the main one (FORMAT.md "Index"). */
+export type AuxDbName = 'gc-meta' | 'gc-condemned' | 'gc-condemned-loc' | 'gc-dead-bytes';
 
-  /** Opens (creating if needed) the index; a second process gets REPO_LOCKED. */
-  static async open(dir: string): Promise<ChunkIndex> {
-    const db = new ClassicLevel<Uint8Array, Uint8Array>(dir, { keyEncoding: 'view', valueEncoding: 'view' });
+type Binary = Database<Uint8Array, Uint8Array>;
+
+export class ChunkIndex {
+  private constructor(
+    private readonly root: RootDatabase<Uint8Array, Uint8Array>,
+    private readonly db: Binary,
+  ) {}
+
+  /** Opens (creating if needed) the index environment at `path` (a file). */
+  static open(path: string): ChunkIndex {
     try {
-      await db.open();
+      const root = open<Uint8Array, Uint8Array>({
+        path,
+        keyEncoding: 'binary',
+        encoding: 'binary',
+        compression: false,
+        maxDbs: 8,
+        noSubdir: true,
+      });
+      const db = root.openDB<Uint8Array, Uint8Array>({ name: 'chunks', keyEncoding: 'binary', encoding: 'binary', compression: false });
+      return new ChunkIndex(root, db);
     } catch (err) {
-      const cause = (err as { cause?: { code?: string } }).cause;
-      if ((err as { code?: string }).code === 'LEVEL_DATABASE_NOT_OPEN' && cause?.code === 'LEVEL_LOCKED') {
-        throw new ChunkvaultError('REPO_LOCKED', 'the repository index is in use by another chunkvault process', {
-          cause: err,
-        });
-      }
       throw new ChunkvaultError('INDEX_CORRUPT', `unable to open the index: ${(err as Error).message}`, { cause: err });
     }
-    return new ChunkIndex(db);
   }
 
-  /** Looks up many digests in one native call; `undefined` where absent. */
+  /**
+   * Looks up many digests for a dedup decision; `undefined` where absent. Condemned
+   * chunks (see engine/gc) are absent here: a backup must not take a new hit on them.
+   */
   async getMany(digests: readonly Uint8Array[]): Promise<(ChunkLocation | undefined)[]> {
-    if (digests.length === 0) return [];
-    const values = await this.db.getMany(digests as Uint8Array[]);
-    return values.map((v) => (v === undefined ? undefined : decodeLocation(v)));
+    return Promise.resolve(this.getManySync(digests));
   }
 
-  /** Writes many entries in one synced batch. */
+  /**
+   * Looks up many digests for reading (restore, verify, stats): also where a GC has
+   * condemned them but not yet decided. A committed point's chunk can be condemned
+   * between a GC's sweep and its finish (the point was committed by a backup in the
+   * GC's barrier); its data stays in place until finish has put it back.
+   */
+  async findMany(digests: readonly Uint8Array[]): Promise<(ChunkLocation | undefined)[]> {
+    const condemned = this.root.openDB<Uint8Array, Uint8Array>({ name: 'gc-condemned', keyEncoding: 'binary', encoding: 'binary', compression: false });
+    return Promise.resolve(
+      digests.map((d) => {
+        const v = this.db.getBinary(d) ?? condemned.getBinary(d);
+        return v === undefined ? undefined : decodeLocation(v);
+      }),
+    );
+  }
+
+  getManySync(digests: readonly Uint8Array[]): (ChunkLocation | undefined)[] {
+    return digests.map((d) => {
+      const v = this.db.getBinary(d);
+      return v === undefined ? undefined : decodeLocation(v);
+    });
+  }
+
+  /** Writes many entries in one transaction and waits until it is durable. */
   async putMany(entries: Iterable<[Uint8Array, ChunkLocation]>): Promise<void> {
-    const ops = [...entries].map(([key, loc]) => ({ type: 'put' as const, key, value: encodeLocation(loc) }));
-    if (ops.length > 0) await this.db.batch(ops, { sync: true } as never);
+    const list = [...entries];
+    if (list.length === 0) return;
+    await this.db.transaction(() => {
+      for (const [key, loc] of list) void this.db.put(key, encodeLocation(loc));
+    });
+    await this.root.flushed;
   }
 
   async deleteMany(digests: readonly Uint8Array[]): Promise<void> {
-    const ops = digests.map((key) => ({ type: 'del' as const, key }));
-    if (ops.length > 0) await this.db.batch(ops, { sync: true } as never);
+    if (digests.length === 0) return;
+    await this.db.transaction(() => {
+      for (const key of digests) void this.db.remove(key);
+    });
+    await this.root.flushed;
   }
 
-  /** Every entry, in key order. */
-  async *entries(): AsyncGenerator<[Uint8Array, ChunkLocation]> {
-    for await (const [key, value] of this.db.iterator()) {
-      yield [key, decodeLocation(value)];
+  /** Every entry, in key order, from one consistent snapshot per page of `pageSize` keys. */
+  async *entries(pageSize = 4096): AsyncGenerator<[Uint8Array, ChunkLocation]> {
+    let start: Uint8Array | undefined;
+    for (;;) {
+      const page: [Uint8Array, ChunkLocation][] = [];
+      for (const { key, value } of this.db.getRange({ ...(start ? { start } : {}), limit: pageSize + (start ? 1 : 0) })) {
+        if (start && Buffer.compare(key, start) === 0) continue;
+        page.push([new Uint8Array(key), decodeLocation(value)]);
+      }
+      if (page.length === 0) return;
+      yield* page;
+      start = page[page.length - 1]![0];
+      if (page.length < pageSize) return;
     }
   }
 
+  /** Number of entries (from LMDB's own statistics: constant time). */
+  count(): number {
+    return (this.db.getStats() as { entryCount: number }).entryCount;
+  }
+
   async clear(): Promise<void> {
-    await this.db.clear();
+    await this.db.clearAsync();
+    await this.root.flushed;
+  }
+
+  /**
+   * A named database of the same environment, so that GC moves entries between the
+   * index and its own tables in one atomic transaction.
+   */
+  aux(name: AuxDbName): Binary {
+    return this.root.openDB<Uint8Array, Uint8Array>({ name, keyEncoding: 'binary', encoding: 'binary', compression: false });
+  }
+
+  /** The main table, for transactions that span it and an `aux` table. */
+  main(): Binary {
+    return this.db;
+  }
+
+  /** Runs `fn` in one write transaction across every table, durable on return. */
+  async transact(fn: () => void): Promise<void> {
+    await this.root.transaction(fn);
+    await this.root.flushed;
+  }
+
+  /** Makes the next reads see every commit made so far by any process. */
+  refresh(): void {
+    this.root.resetReadTxn();
   }
 
   async close(): Promise<void> {
-    await this.db.close();
+    await this.root.close();
   }
 }

@@ -24,7 +24,7 @@ export class ChunkReader {
 
   /** Locations of many digests in one index call; a missing one is CHUNK_MISSING. */
   async locate(digests: readonly Uint8Array[]): Promise<ChunkLocation[]> {
-    const locs = await this.index.getMany(digests);
+    const locs = await this.index.findMany(digests);
     return locs.map((loc, i) => {
       if (loc) return loc;
       const chunk = toHex(digests[i] as Uint8Array);

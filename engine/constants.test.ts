@@ -12,7 +12,7 @@ describe('format v1 constants', () => {
   });
 
   it('keeps header sizes and limits', () => {
-    expect(C.FORMAT_VERSION).toBe(1);
+    expect(C.FORMAT_VERSION).toBe(2);
     expect(C.CONTAINER_HEADER_BYTES).toBe(32);
     expect(C.RECORD_HEADER_BYTES).toBe(64);
     expect(C.FOOTER_ENTRY_BYTES).toBe(64);

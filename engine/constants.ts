@@ -6,7 +6,7 @@
  */
 
 /** Highest repository format version this program reads and writes. */
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
 
 export const KIB = 1024;
 export const MIB = 1024 * KIB;

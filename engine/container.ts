@@ -33,6 +33,7 @@ import { bytesEqual, fromHex, toHex } from './_bytes.js';
 import { publish, readFull } from './_fs.js';
 import { xxh64 } from './hashing.js';
 import { ChunkvaultError, toChunkvaultError } from './errors.js';
+import { ownedTmp } from './_owner.js';
 
 const STAGE_BYTES = 8 * 1024 * 1024;
 
@@ -42,7 +43,7 @@ export function containerPath(repoDir: string, id: string): string {
 }
 
 export function containerTmpPath(repoDir: string, id: string): string {
-  return join(repoDir, 'containers', 'tmp', `${id}.ctr.tmp`);
+  return ownedTmp(join(repoDir, 'containers', 'tmp'), `${id}.ctr.tmp`);
 }
 
 export interface AppendedRecord {

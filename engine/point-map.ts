@@ -10,6 +10,7 @@ import { bytesEqual, readU64, toHex, view, writeU64 } from './_bytes.js';
 import { publish, readFull } from './_fs.js';
 import { sha256Stream } from './hashing.js';
 import { ChunkvaultError, toChunkvaultError } from './errors.js';
+import { ownedTmp } from './_owner.js';
 
 /** The all-zero digest: marks a slot whose bytes are all zero. */
 export const ZERO_DIGEST: Uint8Array = new Uint8Array(DIGEST_BYTES);
@@ -83,7 +84,7 @@ export class MapWriter {
   ) {}
 
   static async create(repoDir: string, pointId: string, g: MapGeometry): Promise<MapWriter> {
-    const tmpPath = join(repoDir, 'tmp', `${pointId}.map.tmp`);
+    const tmpPath = ownedTmp(join(repoDir, 'tmp'), `${pointId}.map.tmp`);
     const fh = await fsp.open(tmpPath, 'w', 0o644);
     const w = new MapWriter(fh, tmpPath, g);
     await w.write(encodeMapHeader(g));

@@ -2,11 +2,16 @@
  * Rebuilds the chunk index from the container footers (the index is only a cache of
  * them). A container whose footer is damaged is recovered by scanning its record
  * headers; records whose payload hash fails are left out and reported.
+ *
+ * `index rebuild` clears the index first, so it needs the repository to itself: it
+ * takes the GC lock and refuses (REPO_BUSY) while any backup, restore or verify
+ * session is live. `populateIndex` only adds entries (first open of a repository).
  */
 import type { Repository } from './repository.js';
 import { ContainerReader } from './container.js';
-import { locationOf, type ChunkLocation } from './chunk-index.js';
+import { locationOf, type ChunkIndex, type ChunkLocation } from './chunk-index.js';
 import type { FooterEntry } from './container-format.js';
+import { ChunkvaultError } from './errors.js';
 
 export interface RebuildReport {
   readonly containers: number;
@@ -15,9 +20,27 @@ export interface RebuildReport {
   readonly scanned: string[];
 }
 
-export async function rebuildIndex(repo: Repository, onProgress?: (p: { done: number; total: number }) => void): Promise<RebuildReport> {
+type Progress = (p: { done: number; total: number }) => void;
+
+export async function rebuildIndex(repo: Repository, onProgress?: Progress): Promise<RebuildReport> {
   const index = await repo.index();
-  await index.clear();
+  const lock = await repo.gcLock();
+  try {
+    const live = await repo.sessions.live(true);
+    if (live.length > 0) {
+      throw new ChunkvaultError('REPO_BUSY', `index rebuild needs the repository to itself: ${live.length} backup/restore session(s) running (pids ${live.map((s) => s.pid).join(', ')})`);
+    }
+    await index.clear();
+    // GC tables describe entries of the old index: a rebuilt index starts a new GC cycle.
+    for (const name of ['gc-condemned', 'gc-condemned-loc'] as const) await index.transact(() => void index.aux(name).clearSync());
+    return await populateIndex(repo, index, onProgress);
+  } finally {
+    await lock.end();
+  }
+}
+
+/** Adds every sealed container's footer entries to `index` (no clearing). */
+export async function populateIndex(repo: Repository, index: ChunkIndex, onProgress?: Progress): Promise<RebuildReport> {
   const ids = await repo.containerIds();
   const scanned: string[] = [];
   let chunks = 0;

@@ -14,6 +14,8 @@ import {
 } from './constants.js';
 import type { CompressionSetting } from './codecs.js';
 import { ChunkvaultError } from './errors.js';
+import { writeFileAtomic } from './_fs.js';
+import { ownedTmp } from './_owner.js';
 
 export interface RepoConfig {
   readonly format: number;
@@ -104,4 +106,9 @@ export async function readConfig(repoDir: string): Promise<RepoConfig> {
     throw err;
   }
   return parseConfig(text);
+}
+
+/** Rewrites config.json atomically (tmp + rename + directory fsync): format upgrades only. */
+export async function writeConfig(repoDir: string, config: RepoConfig): Promise<void> {
+  await writeFileAtomic(ownedTmp(join(repoDir, 'tmp'), 'config.json.tmp'), join(repoDir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
 }

@@ -1,19 +1,12 @@
 /**
  * A repository directory (FORMAT.md "Directory layout"): init, open, and the shared
- * resources of one open repository: config, catalog, chunk index and worker pool.
+ * resources of one open repository: config, catalog, chunk index, session registry
+ * and worker pool.
  *
- * Locking (which operation may run beside which, and by what mechanism):
- *
- * | operation            | needs index | beside backup | mechanism                          |
- * | -------------------- | ----------- | ------------- | ---------------------------------- |
- * | points, stats (list) | no / yes    | yes / no      | catalog files are immutable once renamed |
- * | backup               | yes         | same process  | LevelDB LOCK file: one process owns the index |
- * | restore, verify      | yes         | same process  | LevelDB LOCK file                  |
- * | index rebuild        | yes         | no            | LevelDB LOCK file + it is a CLI-only op |
- *
- * A second process that needs the index gets REPO_LOCKED (after a short retry), never
- * a corrupted index. Several jobs inside one process (the media agent) share one
- * `Repository`; each backup writes its own containers.
+ * Concurrency (FORMAT.md "Which operations may run together" has the full table):
+ * the LMDB index is shared by every process; each backup, restore and verify
+ * registers a session for its duration; GC and `index rebuild` take the GC lock, a
+ * compare-and-set cell in the index, and never remove what a live session may use.
  */
 import { promises as fsp } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -22,18 +15,25 @@ import { ChunkIndex } from './chunk-index.js';
 import { ChunkvaultError, isChunkvaultError } from './errors.js';
 import { exists, fsyncDir, writeFileAtomic } from './_fs.js';
 import { initHashing } from './hashing.js';
-import { newConfig, readConfig, type InitOptions, type RepoConfig } from './repo-config.js';
+import { newConfig, readConfig, writeConfig, type InitOptions, type RepoConfig } from './repo-config.js';
 import { WorkerPool, type WorkerPoolOptions } from './worker-pool.js';
+import { acquireGcLock, SessionRegistry, type LockCell, type Session, type SessionKind } from './sessions.js';
+import { populateIndex } from './rebuild-index.js';
+import { FORMAT_VERSION } from './constants.js';
+import { ownerAlive, ownedTmp } from './_owner.js';
 
-const SUBDIRS = ['containers', join('containers', 'tmp'), 'maps', join('catalog', 'points'), join('catalog', 'vm-backups'), 'tmp', 'locks'];
+const SUBDIRS = ['containers', join('containers', 'tmp'), 'maps', join('catalog', 'points'), join('catalog', 'vm-backups'), 'tmp', 'locks', join('locks', 'sessions'), 'gc'];
+
+const POPULATED = new TextEncoder().encode('populated');
 
 export interface OpenOptions extends WorkerPoolOptions {
-  /** How long to retry when another process holds the index (ms). Default 2000. */
+  /** How long to wait for a running gc or index rebuild when the lock is needed (ms). Default 2000. */
   readonly lockWaitMs?: number;
 }
 
 export class Repository {
   readonly catalog: Catalog;
+  readonly sessions: SessionRegistry;
   private indexHandle: ChunkIndex | undefined;
   private poolHandle: WorkerPool | undefined;
 
@@ -43,6 +43,7 @@ export class Repository {
     private readonly options: OpenOptions,
   ) {
     this.catalog = new Catalog(dir);
+    this.sessions = new SessionRegistry(dir);
   }
 
   /** Creates a new repository; fails with REPO_EXISTS when `dir` already holds one. */
@@ -54,7 +55,7 @@ export class Repository {
     const config = newConfig(options);
     await fsp.mkdir(root, { recursive: true });
     for (const sub of SUBDIRS) await fsp.mkdir(join(root, sub), { recursive: true });
-    await writeFileAtomic(join(root, 'tmp', 'config.json.tmp'), join(root, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+    await writeFileAtomic(ownedTmp(join(root, 'tmp'), 'config.json.tmp'), join(root, 'config.json'), JSON.stringify(config, null, 2) + '\n');
     await fsyncDir(root);
     return config;
   }
@@ -67,21 +68,58 @@ export class Repository {
     return new Repository(root, config, options);
   }
 
-  /** The chunk index; opening it takes the repository's process lock. */
+  /**
+   * The chunk index, opened on first use. A repository without one (a legacy v1
+   * v1 LevelDB index, a lost cache, a fresh copy) gets it built from the container
+   * footers first, under the GC lock so no GC runs against a half-built index.
+   */
   async index(): Promise<ChunkIndex> {
     if (this.indexHandle) return this.indexHandle;
+    const index = ChunkIndex.open(join(this.dir, 'index.mdb'));
+    this.indexHandle = index;
+    if (!this.isPopulated(index)) await this.populate(index);
+    await this.removeStaleTemporaries();
+    return index;
+  }
+
+  /** Registers an operation for its duration (see engine/sessions.ts); end it in `finally`. */
+  async beginSession(kind: SessionKind, job?: string): Promise<Session> {
+    const index = await this.index();
+    const session = await this.sessions.begin(kind, job);
+    // Reads from here on must see every commit made before the registration (GC relies on it).
+    index.refresh();
+    return session;
+  }
+
+  /** Takes the GC lock (one gc or index rebuild at a time), waiting up to `lockWaitMs`. */
+  async gcLock(): Promise<Session> {
+    const index = await this.index();
+    const meta = index.aux('gc-meta');
+    const key = new TextEncoder().encode('gc-lock');
+    const cell: LockCell = {
+      read: () => meta.getBinary(key),
+      swap: (expected, next) => {
+        let swapped = false;
+        index.main().transactionSync(() => {
+          const cur = meta.getBinary(key);
+          const same = cur === undefined || expected === undefined ? cur === expected : Buffer.compare(cur, expected) === 0;
+          if (!same) return;
+          if (next) void meta.put(key, next);
+          else void meta.remove(key);
+          swapped = true;
+        });
+        return swapped;
+      },
+    };
     const deadline = Date.now() + (this.options.lockWaitMs ?? 2000);
     for (;;) {
       try {
-        this.indexHandle = await ChunkIndex.open(join(this.dir, 'index'));
-        break;
+        return await acquireGcLock(cell);
       } catch (err) {
-        if (!isChunkvaultError(err, 'REPO_LOCKED') || Date.now() >= deadline) throw err;
+        if (!isChunkvaultError(err, 'GC_RUNNING') || Date.now() >= deadline) throw err;
         await new Promise((r) => setTimeout(r, 100));
       }
     }
-    await this.removeStaleTemporaries();
-    return this.indexHandle;
   }
 
   /** The worker pool, started on first use. */
@@ -111,14 +149,41 @@ export class Repository {
     await Promise.all([pool?.close(), index?.close()]);
   }
 
+  private isPopulated(index: ChunkIndex): boolean {
+    return index.aux('gc-meta').getBinary(POPULATED) !== undefined;
+  }
+
+  private async populate(index: ChunkIndex): Promise<void> {
+    const lock = await this.gcLock();
+    try {
+      index.refresh();
+      if (this.isPopulated(index)) return;
+      await populateIndex(this, index);
+      await index.transact(() => void index.aux('gc-meta').put(POPULATED, new Uint8Array([1])));
+      await fsp.rm(join(this.dir, 'index'), { recursive: true, force: true });
+      if (this.config.format < FORMAT_VERSION) {
+        const upgraded = { ...this.config, format: FORMAT_VERSION };
+        await writeConfig(this.dir, upgraded);
+        (this as { config: RepoConfig }).config = upgraded;
+      }
+    } finally {
+      await lock.end();
+    }
+  }
+
   /**
    * Deletes leftovers of crashed writers: unsealed containers and temporary maps and
-   * records. Safe because we hold the index lock, so no other process is writing.
+   * records whose owner process is gone (engine/_owner.ts). Untagged files (older
+   * program versions) only while no session is live.
    */
   private async removeStaleTemporaries(): Promise<void> {
+    const quiet = (await this.sessions.live(true)).length === 0;
     for (const dir of [join(this.dir, 'containers', 'tmp'), join(this.dir, 'tmp')]) {
       const names = await fsp.readdir(dir).catch(() => [] as string[]);
-      await Promise.all(names.map((n) => fsp.rm(join(dir, n), { force: true })));
+      for (const n of names) {
+        const alive = await ownerAlive(n);
+        if (alive === false || (alive === undefined && quiet)) await fsp.rm(join(dir, n), { force: true });
+      }
     }
   }
 }

@@ -71,7 +71,14 @@ async function writeWindow(target: RestoreTarget, g: MapGeometry, w: FetchedWind
  * fetched ahead while the previous one is written.
  */
 export async function restore(repo: Repository, point: PointRecord, target: RestoreTarget, options: RestoreOptions = {}): Promise<void> {
-  const map = await MapReader.open(mapPath(repo.dir, point.id));
+  const session = await repo.beginSession('read');
+  let map: MapReader;
+  try {
+    map = await MapReader.open(mapPath(repo.dir, point.id));
+  } catch (err) {
+    await session.end();
+    throw err;
+  }
   const reader = new ChunkReader(repo.dir, await repo.index(), repo.pool());
   let ahead: Promise<FetchedWindow> | undefined;
   try {
@@ -96,6 +103,7 @@ export async function restore(repo: Repository, point: PointRecord, target: Rest
     throw err;
   } finally {
     await Promise.allSettled([map.close(), reader.close()]);
+    await session.end();
   }
 }
 

@@ -125,7 +125,7 @@ async function scanPoint(
           fresh.push(d);
         }
       }
-      const locs = await index.getMany(fresh);
+      const locs = await index.findMany(fresh);
       locs.forEach((loc, i) => {
         const use = uses.get(toHex(fresh[i] as Uint8Array))!;
         use.raw = loc?.rawLength ?? 0;

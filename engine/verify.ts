@@ -63,6 +63,15 @@ function markUnlisted(st: State, id: string, found: Set<number>, code: ErrorCode
 }
 
 export async function verify(repo: Repository, options: VerifyOptions = {}): Promise<VerifyReport> {
+  const session = await repo.beginSession('read');
+  try {
+    return await verifyIn(repo, options);
+  } finally {
+    await session.end();
+  }
+}
+
+async function verifyIn(repo: Repository, options: VerifyOptions): Promise<VerifyReport> {
   const points = options.points ?? (await repo.catalog.list());
   const st: State = { problems: [], badChunks: new Map(), containers: new Map(), referenced: new Set(), chunksRead: 0 };
   for (const p of points) await checkPoint(repo, p, st);
@@ -105,7 +114,7 @@ async function checkPoint(repo: Repository, p: PointRecord, st: State): Promise<
         const d = digests.subarray(at, at + DIGEST_BYTES);
         if (!isZeroDigest(d)) list.push(d);
       }
-      const locs = await index.getMany(list);
+      const locs = await index.findMany(list);
       locs.forEach((loc, i) => noteReference(st, list[i] as Uint8Array, loc));
     }
   } catch (err) {
@@ -134,6 +143,8 @@ async function openContainer(repo: Repository, id: string, st: State): Promise<C
     return await ContainerReader.open(repo.dir, id);
   } catch (err) {
     const e = toChunkvaultError(err, `container ${id}`);
+    // An unreferenced container listed at the start may be removed by a GC meanwhile.
+    if (e.code === 'CHUNK_MISSING' && !st.containers.has(id)) return undefined;
     st.problems.push({ code: e.code, message: e.message, container: id, points: [] });
     markUnlisted(st, id, new Set(), e.code === 'CHUNK_MISSING' ? 'CHUNK_MISSING' : 'CONTAINER_CORRUPT', e.message);
     return undefined;

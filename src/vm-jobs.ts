@@ -40,6 +40,9 @@ export async function runVmBackupJob(o: VmBackupJobOptions): Promise<VmBackupRes
   const job = newJobId();
   const points: PointRecord[] = [];
   let committed = false;
+  // One session for the whole job: its points are invisible until the VM record, and
+  // GC must keep their chunks until then (engine/sessions.ts).
+  const session = await o.repo.beginSession('backup', job);
   try {
     checkDiskNames(plan);
     for (const { disk, plan: diskPlan } of plan.disks) {
@@ -64,6 +67,7 @@ export async function runVmBackupJob(o: VmBackupJobOptions): Promise<VmBackupRes
     await discardJob(o.repo, points.map((p) => p.id)).catch(() => undefined);
     throw err;
   } finally {
+    await session.end();
     await finishAll(plan, committed);
   }
 }

@@ -10,6 +10,8 @@ import { parseSize } from '../units.js';
 import { cmdBackup, cmdIndexRebuild, cmdInit, cmdPoints, cmdRestore, cmdStats, cmdVerify } from './commands.js';
 import { printJson, reportError } from './output.js';
 import { cmdEstimate, DEFAULT_ESTIMATE_CHUNK_SIZES, DEFAULT_ESTIMATE_CODECS } from './estimate-command.js';
+import { addForgetCommand } from './forget-command.js';
+import { addGcCommand } from './gc-command.js';
 
 const repoOption = () => new Option('--repo <repo>', 'repository directory (default: $CHUNKVAULT_REPO)');
 const jsonOption = () => new Option('--json', 'print machine-readable JSON on stdout');
@@ -77,6 +79,8 @@ function buildProgram(): Command {
     .addOption(jsonOption())
     .action(action(cmdVerify));
   program.command('stats').description('space usage, dedup and compression ratios, per point').addOption(repoOption()).addOption(jsonOption()).action(action(cmdStats));
+  addForgetCommand(program);
+  addGcCommand(program, action as never);
   program
     .command('estimate <source...>')
     .description('estimate dedup, compression and repository size per chunk size and codec, without writing a repository (same sources as backup)')

@@ -279,7 +279,7 @@ describe('codecs and chunk sizes', () => {
       const repo = join(dir, `variant-${slug}`);
       const image = join(dir, `variant-${slug}.img`);
       const init = await initRepo(repo, v.flags);
-      expect(init.json).toMatchObject({ format: 1, compression: { codec: v.codec } });
+      expect(init.json).toMatchObject({ format: 2, compression: { codec: v.codec } });
       if (v.chunkSize !== undefined) expect(init.json.chunkSize).toBe(v.chunkSize);
       if (v.level !== undefined) expect(init.json.compression.level).toBe(v.level);
       const size = 14 * MiB + 99_999;

@@ -317,12 +317,12 @@ export async function listFiles(dir: string): Promise<Map<string, number>> {
 
 /**
  * What a failed command must not change: committed points, maps, containers (sealed
- * and temporary), temporary files and config. The LevelDB index is left out (opening
- * it rewrites its LOG).
+ * and temporary), temporary files and config. The LMDB index and the session
+ * registry are left out (opening a repository may touch them).
  */
 export async function repoSnapshot(repo: string): Promise<Record<string, number>> {
   const files = await listFiles(repo);
-  return Object.fromEntries([...files].filter(([p]) => !p.startsWith('index/') && !p.startsWith('locks/')));
+  return Object.fromEntries([...files].filter(([p]) => !p.startsWith('index') && !p.startsWith('locks/')));
 }
 
 /** Files left in `containers/tmp/` and `tmp/` (both must be empty when no job runs). */
