@@ -1,7 +1,9 @@
 /**
- * The `stats` report as a text table, shared by the CLI and the demo.
+ * The `stats` report as a text table, shared by the CLI and the demo, and the
+ * document `stats --json` prints.
  */
 import type { RepoStats } from '../engine/index.js';
+import type { ReportData } from './report/index.js';
 import { table } from './cli/output.js';
 import { formatBytes, formatRatio } from './units.js';
 
@@ -26,4 +28,12 @@ export function formatStats(s: RepoStats): string {
   const rows = s.perPoint.map((p) => [p.id, p.vm, p.disk, formatBytes(p.logicalBytes), formatBytes(p.zeroBytes), formatBytes(p.uniqueBytes), formatBytes(p.bytesNew), formatBytes(p.exclusiveBytes)]);
   const per = table(['POINT', 'VM', 'DISK', 'LOGICAL', 'ZERO', 'UNIQUE', 'ADDED', 'EXCLUSIVE'], rows, [3, 4, 5, 6, 7]);
   return `${overall}\n\n${per}\n`;
+}
+
+/**
+ * What `stats --json` prints: every `repoStats` field, plus `report`, the series and
+ * rankings of `chunkvault report` (src/report/model.ts defines each).
+ */
+export function statsJson(s: RepoStats, report: ReportData): RepoStats & { report: ReportData } {
+  return { ...s, report };
 }

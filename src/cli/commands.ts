@@ -20,7 +20,8 @@ import { ComposedVm, type VmFrontEnd } from '../../adapters/index.js';
 import { formatBytes, parseSize } from '../units.js';
 import { createProgress } from './progress.js';
 import { printJson, table } from './output.js';
-import { formatStats } from '../stats-report.js';
+import { formatStats, statsJson } from '../stats-report.js';
+import { buildReport } from '../report/index.js';
 
 export interface RepoOption {
   repo?: string;
@@ -244,7 +245,7 @@ function printVerify(r: VerifyReport, json: boolean): void {
 export async function cmdStats(o: RepoOption & { json?: boolean }): Promise<number> {
   return withRepo(o, async (repo) => {
     const s = await repoStats(repo);
-    if (o.json) printJson(s);
+    if (o.json) printJson(statsJson(s, buildReport(s, await repo.catalog.list())));
     else process.stdout.write(formatStats(s));
     return 0;
   });

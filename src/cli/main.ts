@@ -11,6 +11,7 @@ import { cmdBackup, cmdIndexRebuild, cmdInit, cmdPoints, cmdRestore, cmdStats, c
 import { printJson, reportError } from './output.js';
 import { cmdEstimate, DEFAULT_ESTIMATE_CHUNK_SIZES, DEFAULT_ESTIMATE_CODECS } from './estimate-command.js';
 import { addForgetCommand } from './forget-command.js';
+import { cmdReport } from './report-command.js';
 import { addGcCommand } from './gc-command.js';
 
 const repoOption = () => new Option('--repo <repo>', 'repository directory (default: $CHUNKVAULT_REPO)');
@@ -81,6 +82,13 @@ function buildProgram(): Command {
   program.command('stats').description('space usage, dedup and compression ratios, per point').addOption(repoOption()).addOption(jsonOption()).action(action(cmdStats));
   addForgetCommand(program);
   addGcCommand(program, action as never);
+  program
+    .command('report')
+    .description('write a self-contained HTML dedup analysis (charts of size, ratios and space per VM over time; no network, no script)')
+    .addOption(repoOption())
+    .option('--html <file>', 'the HTML file to write (replaced atomically)')
+    .addOption(jsonOption())
+    .action(action(cmdReport));
   program
     .command('estimate <source...>')
     .description('estimate dedup, compression and repository size per chunk size and codec, without writing a repository (same sources as backup)')

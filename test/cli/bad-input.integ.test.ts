@@ -152,11 +152,11 @@ describe('point references', () => {
 });
 
 describe('repositories', () => {
-  it('refuses a repository of a newer format (config.json format 2) for every command', async () => {
-    const newer = await copyDir(repo, join(dir, 'format2-repo'));
+  it('refuses a repository of a newer format (config.json format 3) for every command', async () => {
+    const newer = await copyDir(repo, join(dir, 'format3-repo'));
     const configPath = join(newer, 'config.json');
     const config = JSON.parse(await fsp.readFile(configPath, 'utf8'));
-    await fsp.writeFile(configPath, JSON.stringify({ ...config, format: 2 }, null, 2));
+    await fsp.writeFile(configPath, JSON.stringify({ ...config, format: 3 }, null, 2));
     const out = join(dir, 'never.img');
     const commands: string[][] = [
       ['backup', image, '--repo', newer, '--vm', 'vm-x', '--disk', 'd'],
@@ -171,7 +171,7 @@ describe('repositories', () => {
     for (const args of commands) await expectRejected(newer, args, 'REPO_VERSION_UNSUPPORTED');
     expect(existsSync(out)).toBe(false);
     await expectRejected(newer, ['init', newer], 'REPO_EXISTS');
-    expect(JSON.parse(await fsp.readFile(configPath, 'utf8')).format).toBe(2);
+    expect(JSON.parse(await fsp.readFile(configPath, 'utf8')).format).toBe(3);
   });
 
   it('reports a missing repository as REPO_NOT_FOUND and creates nothing', async () => {
@@ -269,13 +269,16 @@ describe('command line', () => {
 
   it('prints help for every command (exit 0, every flag mentioned)', async () => {
     const flags: [string[], string[]][] = [
-      [[], ['init', 'backup', 'points', 'restore', 'verify', 'stats', 'index', 'demo']],
+      [[], ['init', 'backup', 'points', 'restore', 'verify', 'stats', 'forget', 'gc', 'report', 'estimate', 'index', 'demo']],
       [['init'], ['--chunk-size', '--compression', '--json']],
       [['backup'], ['--repo', '--vm', '--disk', '--changed-extents', '--full', '--json']],
       [['points'], ['--repo', '--vm', '--disk', '--json']],
       [['restore'], ['--repo', '--vm', '--disk', '--output', '--verify-digest', '--json']],
       [['verify'], ['--repo', '--read-data', '--json']],
       [['stats'], ['--repo', '--json']],
+      [['forget'], ['--repo', '--keep-last', '--keep-daily', '--keep-within', '--dry-run', '--json']],
+      [['gc'], ['--repo', '--dry-run', '--wait', '--audit', '--compact-threshold', '--json']],
+      [['report'], ['--repo', '--html', '--json']],
       [['index'], ['rebuild']],
       [['index', 'rebuild'], ['--repo', '--json']],
       [['demo'], ['--dir', '--size', '--incrementals']],
