@@ -17,6 +17,8 @@ export type { PointRecord, PointStats, VmBackupRecord } from './catalog.js';
 export { backup, planSlots } from './backup.js';
 export type { BackupRequest, BackupProgress } from './backup.js';
 export { discardJob } from './vm-backup.js';
+export { PointIngest, PointReader, INGEST_SECTOR } from './ingest.js';
+export type { IngestOptions, PutResult } from './ingest.js';
 export { restore } from './restore.js';
 export type { RestoreTarget, RestoreOptions } from './restore.js';
 export { verify } from './verify.js';

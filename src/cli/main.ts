@@ -10,6 +10,8 @@ import { parseSize } from '../units.js';
 import { cmdBackup, cmdIndexRebuild, cmdInit, cmdPoints, cmdRestore, cmdStats, cmdVerify } from './commands.js';
 import { printJson, reportError } from './output.js';
 import { cmdEstimate, DEFAULT_ESTIMATE_CHUNK_SIZES, DEFAULT_ESTIMATE_CODECS } from './estimate-command.js';
+import { registerServeCommand } from './serve-command.js';
+import { registerTokenCommands } from './token-command.js';
 import { addForgetCommand } from './forget-command.js';
 import { cmdReport } from './report-command.js';
 import { addGcCommand } from './gc-command.js';
@@ -100,6 +102,8 @@ function buildProgram(): Command {
     .option('--threads <n>', 'worker threads (default: available cores)')
     .addOption(jsonOption())
     .action(action(cmdEstimate));
+  registerServeCommand(program, action);
+  registerTokenCommands(program, action);
   const index = program.command('index').description('chunk index maintenance');
   index.command('rebuild').description('rebuild the index from the container footers').addOption(repoOption()).addOption(jsonOption()).action(action(cmdIndexRebuild));
   program
