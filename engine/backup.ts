@@ -104,6 +104,21 @@ export function planSlots(g: MapGeometry, changed: readonly Extent[] | undefined
   return ranges;
 }
 
+/**
+ * A parent read before this backup registered its session may have been forgotten
+ * (and its chunks collected) meanwhile. Once registered, a parent whose record still
+ * exists keeps its chunks until this backup ends (FORMAT.md "Garbage collection").
+ */
+export async function ensureParentKept(repo: Repository, parent: PointRecord | null, session: { end(): Promise<void> }): Promise<void> {
+  if (!parent) return;
+  try {
+    await repo.catalog.get(parent.id);
+  } catch (err) {
+    await session.end();
+    throw new ChunkvaultError('NO_PARENT', `the parent point ${parent.id} was forgotten while this backup started; run it again`, { cause: err, details: { point: parent.id } });
+  }
+}
+
 /** Runs a backup; resolves with the committed point record. */
 export async function backup(repo: Repository, req: BackupRequest): Promise<PointRecord> {
   validateName('vm', req.vm);
@@ -115,6 +130,7 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
   const ranges = planSlots(g, req.changed, parent);
   const index = await repo.index();
   const session = await repo.beginSession('backup', req.job);
+  await ensureParentKept(repo, parent, session);
   const id = newPointId();
   const job = new BackupJob(repo, req, g, ranges, new ChunkWriter(repo.dir, index, repo.config.containerTargetBytes));
   let mapWriter: MapWriter | undefined;

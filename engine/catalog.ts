@@ -81,6 +81,16 @@ function byTime(a: PointRecord, b: PointRecord): number {
 /** A new VM backup (job) id: 16 random hex chars. */
 export const newJobId = newPointId;
 
+/** A JSON record, or undefined when it was deleted meanwhile (forget). */
+async function readIfPresent<T>(path: string): Promise<T | undefined> {
+  try {
+    return JSON.parse(await fsp.readFile(path, 'utf8')) as T;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw err;
+  }
+}
+
 async function readJsonDir(dir: string): Promise<string[]> {
   try {
     return (await fsp.readdir(dir)).filter((n) => n.endsWith('.json')).map((n) => n.slice(0, -5)).filter((id) => ID_RE.test(id));
@@ -119,7 +129,7 @@ export class Catalog {
   /** Every committed VM record, oldest first. */
   async listVmBackups(vm?: string): Promise<VmBackupRecord[]> {
     const ids = await readJsonDir(this.vmDir);
-    const all = await Promise.all(ids.map(async (id) => JSON.parse(await fsp.readFile(join(this.vmDir, `${id}.json`), 'utf8')) as VmBackupRecord));
+    const all = (await Promise.all(ids.map(async (id) => readIfPresent(join(this.vmDir, `${id}.json`))))).filter((r): r is VmBackupRecord => r !== undefined);
     return all.filter((r) => !vm || r.vm === vm).sort((a, b) => (a.time < b.time ? -1 : a.time > b.time ? 1 : 0));
   }
 
@@ -132,7 +142,7 @@ export class Catalog {
   /** Every committed point, oldest (by commit time) first. Unparseable records are reported, not skipped. */
   async list(filter: { vm?: string; disk?: string } = {}): Promise<PointRecord[]> {
     const ids = await readJsonDir(this.dir);
-    const records = await Promise.all(ids.map((id) => this.read(id)));
+    const records = await this.readPresent(ids);
     const jobs = records.some((r) => r.job) ? new Set(await readJsonDir(this.vmDir)) : new Set<string>();
     return records
       .filter((r) => !r.job || jobs.has(r.job))
@@ -142,7 +152,7 @@ export class Catalog {
 
   /** Point records of a job whose VM record was never committed (for cleanup). */
   async uncommittedJobPoints(): Promise<PointRecord[]> {
-    const records = await Promise.all((await readJsonDir(this.dir)).map((id) => this.read(id)));
+    const records = await this.readPresent(await readJsonDir(this.dir));
     const jobs = new Set(await readJsonDir(this.vmDir));
     return records.filter((r) => r.job && !jobs.has(r.job));
   }
@@ -154,6 +164,15 @@ export class Catalog {
       throw new ChunkvaultError('POINT_NOT_FOUND', `no point ${id}`, { details: { point: id } });
     }
     return record;
+  }
+
+  /** The records of `ids` that still exist: a forget may delete one between listing and reading. */
+  private async readPresent(ids: readonly string[]): Promise<PointRecord[]> {
+    const out = await Promise.all(ids.map((id) => this.read(id).catch((err: unknown) => {
+      if (err instanceof ChunkvaultError && err.code === 'POINT_NOT_FOUND') return undefined;
+      throw err;
+    })));
+    return out.filter((r): r is PointRecord => r !== undefined);
   }
 
   private async read(id: string): Promise<PointRecord> {

@@ -29,6 +29,7 @@ import { ChunkvaultError } from './errors.js';
 import { bytesEqual, isAllZero } from './_bytes.js';
 import { readFull, writeFull } from './_fs.js';
 import { ownedTmp } from './_owner.js';
+import { ensureParentKept } from './backup.js';
 import { DIGEST_BYTES, MIB } from './constants.js';
 import type { HashResult } from './_worker.js';
 
@@ -111,6 +112,7 @@ export class PointIngest {
     validateName('disk', o.disk);
     if (!Number.isSafeInteger(o.sizeBytes) || o.sizeBytes < 0) throw new ChunkvaultError('INVALID_ARGUMENT', `invalid disk size ${o.sizeBytes}`);
     const hold: Hold = await repo.beginSession('backup');
+    await ensureParentKept(repo, o.parent, hold);
     let parentMap: MapReader | undefined;
     let fh: fsp.FileHandle | undefined;
     try {

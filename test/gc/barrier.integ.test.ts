@@ -8,7 +8,7 @@
  */
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backup, forget, Repository, verify } from '../../engine/index.js';
+import { backup, forget, isChunkvaultError, Repository, verify } from '../../engine/index.js';
 import { cliOk, ensureBuilt, makeTempDir, removeTempDir, seededBytes, startCli } from '../helpers/cli.js';
 import { MemorySource, restoredSha, shaOf, smallRepo } from './_engine.js';
 
@@ -100,4 +100,21 @@ describe('GC beside a backup that deduplicates against condemned chunks', () => 
       await repo.close();
     }
   }, 120_000);
+
+  it('refuses to build on a parent forgotten before the backup registered (NO_PARENT), instead of copying slots GC may collect', async () => {
+    const root = join(dir, 'repo-forgotten-parent');
+    await smallRepo(root, CHUNK);
+    const repo = await Repository.open(root);
+    try {
+      const data = seededBytes('forgotten-parent', 8 * CHUNK);
+      const a = await backup(repo, { source: new MemorySource(data), vm: 'vm', disk: 'd0', parent: null });
+      await forget(repo, { points: [a.id] });
+      const err = await backup(repo, { source: new MemorySource(data), vm: 'vm', disk: 'd0', parent: a, changed: [{ offset: 0, length: CHUNK }] }).catch((e: unknown) => e);
+      expect(isChunkvaultError(err, 'NO_PARENT')).toBe(true);
+      expect(await repo.catalog.list()).toEqual([]);
+      expect((await repo.sessions.live()).length).toBe(0);
+    } finally {
+      await repo.close();
+    }
+  });
 });
