@@ -24,7 +24,7 @@ export type { RestoreTarget, RestoreOptions } from './restore.js';
 export { verify } from './verify.js';
 export type { VerifyReport, VerifyProblem, VerifyOptions } from './verify.js';
 export { repoStats } from './stats.js';
-export type { RepoStats, PointSpace } from './stats.js';
+export type { RepoStats, PointSpace, VmSpace } from './stats.js';
 export { rebuildIndex } from './rebuild-index.js';
 export { applyRetention, formatDuration, parseDuration, parseKeepCount, validatePolicy } from './retention.js';
 export type { KeptPoint, RetentionGroup, RetentionPoint, RetentionPolicy } from './retention.js';

@@ -6,8 +6,10 @@
  *   compression ratio = unique raw bytes / stored payload bytes
  *
  * Per point: `exclusiveBytes` are the stored bytes of chunks that no other point
- * references (what deleting that point alone would free). Memory is one counter per
- * distinct chunk referenced.
+ * references (what deleting that point alone would free). Per VM: `exclusiveBytes`
+ * are the stored bytes of chunks only that VM's points reference (what deleting the
+ * VM would free), `sharedBytes` those it references together with other VMs. Memory
+ * is one counter per distinct chunk referenced.
  */
 import { promises as fsp } from 'node:fs';
 import type { Repository } from './repository.js';
@@ -31,6 +33,14 @@ export interface PointSpace {
   readonly bytesNew: number;
 }
 
+export interface VmSpace {
+  readonly vm: string;
+  /** Stored bytes of chunks only this VM's points reference. */
+  readonly exclusiveBytes: number;
+  /** Stored bytes of chunks this VM references together with at least one other VM. */
+  readonly sharedBytes: number;
+}
+
 export interface RepoStats {
   readonly points: number;
   readonly vms: number;
@@ -47,11 +57,15 @@ export interface RepoStats {
   /** logical / stored. */
   readonly totalRatio: number;
   readonly perPoint: PointSpace[];
+  readonly perVm: VmSpace[];
 }
 
 interface ChunkUse {
   refs: number;
   lastPoint: string;
+  /** The first VM that referenced it, and every VM once a second one does. */
+  vm: string;
+  vms?: Set<string>;
   raw: number;
   stored: number;
 }
@@ -88,6 +102,7 @@ export async function repoStats(repo: Repository): Promise<RepoStats> {
     compressionRatio: ratio(uniqueRawBytes, storedPayloadBytes),
     totalRatio: ratio(logicalBytes, storedBytes),
     perPoint,
+    perVm: vmSpace(points, uses),
   };
 }
 
@@ -120,8 +135,9 @@ async function scanPoint(
         if (use) {
           use.refs++;
           use.lastPoint = p.id;
+          if (use.vm !== p.vm || use.vms) (use.vms ??= new Set([use.vm])).add(p.vm);
         } else {
-          uses.set(key, { refs: 1, lastPoint: p.id, raw: 0, stored: 0 });
+          uses.set(key, { refs: 1, lastPoint: p.id, vm: p.vm, raw: 0, stored: 0 });
           fresh.push(d);
         }
       }
@@ -136,6 +152,16 @@ async function scanPoint(
     await map.close();
   }
   return { zero, unique };
+}
+
+function vmSpace(points: readonly PointRecord[], uses: Map<string, ChunkUse>): VmSpace[] {
+  const acc = new Map<string, { exclusiveBytes: number; sharedBytes: number }>();
+  for (const p of points) if (!acc.has(p.vm)) acc.set(p.vm, { exclusiveBytes: 0, sharedBytes: 0 });
+  for (const u of uses.values()) {
+    if (!u.vms) acc.get(u.vm)!.exclusiveBytes += u.stored;
+    else for (const vm of u.vms) acc.get(vm)!.sharedBytes += u.stored;
+  }
+  return [...acc].map(([vm, a]) => ({ vm, ...a }));
 }
 
 function pointSpace(p: PointRecord, c: { zero: number; unique: number }, uses: Map<string, ChunkUse>): PointSpace {

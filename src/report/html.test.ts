@@ -38,6 +38,7 @@ const STATS: RepoStats = {
   compressionRatio: 2,
   totalRatio: 3.99,
   perPoint: [],
+  perVm: [],
 };
 
 function vm(name: string, time: string, exclusive: number, shared: number): VmSeries {

@@ -56,6 +56,11 @@ function stats(fixtures: Fixture[]): RepoStats {
     compressionRatio: 0,
     totalRatio: 0,
     perPoint: fixtures.map(space),
+    // db is a clone of web/root: it shares what it references and holds nothing alone.
+    perVm: [
+      { vm: 'web', exclusiveBytes: 3 * MiB, sharedBytes: 3 * MiB },
+      { vm: 'db', exclusiveBytes: 0, sharedBytes: 3 * MiB },
+    ],
   };
 }
 
@@ -95,14 +100,14 @@ describe('buildReport', () => {
     expect(root.exclusiveBytes).toEqual([0, MiB]);
   });
 
-  it('sums the latest size of each disk for a VM, and charges space to the VM that stored it', () => {
+  it('sums the latest size of each disk for a VM, and takes its exclusive and shared space from the stats', () => {
     const [web, db] = report.vms;
     expect(web).toMatchObject({ vm: 'web', disks: ['data', 'root'], points: 3 });
     expect(web!.times).toEqual([F[0]!.time, F[1]!.time, F[3]!.time]);
     expect(web!.logicalBytes).toEqual([8 * MiB, 12 * MiB, 14 * MiB]);
     expect(web!.storedBytes).toEqual([3 * MiB + 6 * RECORD_HEADER_BYTES, 5 * MiB + 10 * RECORD_HEADER_BYTES, 6 * MiB + 12 * RECORD_HEADER_BYTES]);
     expect(web).toMatchObject({ addedBytes: 6 * MiB + 12 * RECORD_HEADER_BYTES, exclusiveBytes: 3 * MiB, sharedBytes: 3 * MiB });
-    expect(db).toMatchObject({ vm: 'db', disks: ['root'], points: 1, logicalBytes: [8 * MiB], storedBytes: [0], addedBytes: 0, exclusiveBytes: 0, sharedBytes: 0 });
+    expect(db).toMatchObject({ vm: 'db', disks: ['root'], points: 1, logicalBytes: [8 * MiB], storedBytes: [0], addedBytes: 0, exclusiveBytes: 0, sharedBytes: 3 * MiB });
   });
 
   it('ranks the largest contributors to growth, keeping the top N', () => {

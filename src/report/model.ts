@@ -28,17 +28,16 @@
  *
  * Per VM: one sample per point of the VM: `logicalBytes[k]` = the sum, over the VM's
  * disks, of the size of each disk's latest point at or before p_k (the VM's size then);
- * `storedBytes[k]` = the running sum of bytesNew over the VM's points. Space, "first
- * writer pays" (a chunk is charged to the point whose backup stored it):
+ * `storedBytes[k]` = the running sum of bytesNew over the VM's points. Space, from the
+ * chunks the VM's points reference now (engine/stats.ts `perVm`):
  *
- *   addedBytes     = sum bytesNew of the VM's points
- *   exclusiveBytes = sum exclusiveBytes of its points: chunks one point of this VM alone holds
- *   sharedBytes    = max(0, sum added payload - exclusiveBytes): chunks its backups
- *                    stored that more than one point (of any VM) now references
+ *   addedBytes     = sum bytesNew of the VM's points (what its backups stored)
+ *   exclusiveBytes = stored bytes of chunks only this VM references (freed with the VM)
+ *   sharedBytes    = stored bytes of chunks it references together with other VMs
  *
  * Growth contributors: the points, and the VMs, with the largest added bytes.
  */
-import type { PointRecord, RepoStats } from '../../engine/index.js';
+import type { PointRecord, RepoStats, VmSpace } from '../../engine/index.js';
 import { RECORD_HEADER_BYTES } from '../../engine/constants.js';
 
 /** The repository-wide running sums, one sample per point (see the module comment). */
@@ -213,15 +212,13 @@ function diskSeries(points: readonly PointFacts[]): DiskSeries[] {
   }));
 }
 
-function vmSeries(vm: string, ps: readonly PointFacts[]): VmSeries {
+function vmSeries(vm: string, ps: readonly PointFacts[], space: VmSpace | undefined): VmSeries {
   const latest = new Map<string, number>();
   const logicalBytes = ps.map((p) => {
     latest.set(p.disk, p.logical);
     return [...latest.values()].reduce((a, b) => a + b, 0);
   });
   const addedBytes = ps.reduce((a, p) => a + p.added, 0);
-  const exclusiveBytes = ps.reduce((a, p) => a + p.exclusive, 0);
-  const payload = ps.reduce((a, p) => a + p.payload, 0);
   return {
     vm,
     disks: [...latest.keys()].sort(),
@@ -230,8 +227,8 @@ function vmSeries(vm: string, ps: readonly PointFacts[]): VmSeries {
     logicalBytes,
     storedBytes: runningSum(ps.map((p) => p.added)),
     addedBytes,
-    exclusiveBytes,
-    sharedBytes: Math.max(0, payload - exclusiveBytes),
+    exclusiveBytes: space?.exclusiveBytes ?? 0,
+    sharedBytes: space?.sharedBytes ?? 0,
   };
 }
 
@@ -249,7 +246,8 @@ export function buildReport(stats: RepoStats, records: readonly PointRecord[], o
   const top = options.top ?? 10;
   const points = pointFacts(stats, records);
   const totalAdded = points.reduce((a, p) => a + p.added, 0);
-  const vms = [...groupBy(points, (p) => p.vm)].map(([vm, ps]) => vmSeries(vm, ps));
+  const space = new Map(stats.perVm.map((v) => [v.vm, v]));
+  const vms = [...groupBy(points, (p) => p.vm)].map(([vm, ps]) => vmSeries(vm, ps, space.get(vm)));
   const topPoints = largest(
     points.map((p) => ({ id: p.id, vm: p.vm, disk: p.disk, time: p.time, mode: p.mode, addedBytes: p.added, share: ratio(p.added, totalAdded) })),
     (p) => p.id,

@@ -47,10 +47,10 @@ async function overwrite(path: string, offset: number, length: number, seed: str
 }
 
 /**
- * alpha-1 and beta-1 hold the same 16 chunks (beta is a clone: it adds nothing).
- * alpha-2 rewrites the first 1 MiB: 4 chunks only it holds (exclusive to alpha).
- * beta-2 rewrites 512 KiB at 2 MiB: 2 new chunks, also held by beta-3 (unchanged),
- * so shared, not exclusive.
+ * alpha-1 and beta-1 hold the same 16 chunks (beta is a clone: it adds nothing), so
+ * both VMs share those 16. alpha-2 rewrites the first 1 MiB: 4 chunks only alpha
+ * references (exclusive to alpha). beta-2 rewrites 512 KiB at 2 MiB: 2 new chunks,
+ * also held by beta-3 (unchanged): exclusive to beta (no other VM references them).
  */
 async function buildRepository(): Promise<void> {
   const alpha = join(dir, 'alpha.img');
@@ -99,7 +99,7 @@ describe('report data (stats --json and report --json)', () => {
     const added = (...names: string[]) => names.reduce((a, n) => a + backups.get(n)!.bytesNew, 0);
     expect(backups.get('beta-1')!.bytesNew).toBe(0);
     expect(byVm.get('alpha')).toMatchObject({ points: 2, disks: ['root'], addedBytes: added('alpha-1', 'alpha-2'), exclusiveBytes: 4 * CHUNK, sharedBytes: 16 * CHUNK });
-    expect(byVm.get('beta')).toMatchObject({ points: 3, disks: ['root'], addedBytes: added('beta-2'), exclusiveBytes: 0, sharedBytes: 2 * CHUNK });
+    expect(byVm.get('beta')).toMatchObject({ points: 3, disks: ['root'], addedBytes: added('beta-2'), exclusiveBytes: 2 * CHUNK, sharedBytes: 16 * CHUNK });
     expect(byVm.get('beta')!.storedBytes).toEqual([0, added('beta-2'), added('beta-2')]);
     expect(byVm.get('alpha')!.logicalBytes).toEqual([6 * MiB, 6 * MiB]);
     expect(stats.report.topPoints[0]).toMatchObject({ id: backups.get('alpha-1')!.point, addedBytes: 16 * CHUNK + 16 * RECORD_HEADER_BYTES });
