@@ -15,20 +15,10 @@ import { frontEndFor } from '../jobs.js';
 import { openTarget } from '../restore-targets.js';
 import type { BlockSource } from '../../engine/index.js';
 import type { RemoteAgent } from './client.js';
+import type { TenantPoint } from '../server/index.js';
 
-/** What the agent shows of a point (see src/server/tenancy.ts). */
-export interface RemotePoint {
-  readonly id: string;
-  readonly vm: string;
-  readonly disk: string;
-  readonly time: string;
-  readonly parent: string | null;
-  readonly mode: string;
-  readonly sizeBytes: number;
-  readonly chunkSize: number;
-  readonly changeToken: string | null;
-  readonly stats: { readonly bytesReceived: number; readonly chunksReceived: number; readonly chunksZero: number };
-}
+/** What the agent shows of a point: the wire type the server defines. */
+export type RemotePoint = TenantPoint;
 
 export interface RemoteBackupOptions {
   readonly source: string;
