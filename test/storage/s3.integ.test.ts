@@ -77,7 +77,7 @@ describeWithPeersHint('S3Store on Ceph RGW', CEPH_BINARIES, CEPH_INSTALL, () => 
     const prefix = `conf-${randomBytes(4).toString('hex')}/`;
     const store = new S3Store(options({ prefix }));
     return { store, corrupt: (key) => corruptAtRest(`${prefix}${key}`), cleanup: async () => undefined };
-  });
+  }, { corruptible: true });
 
   it('keeps agents apart by prefix in one bucket', async () => {
     const a = new S3Store(options({ prefix: 'agents/a/' }));
