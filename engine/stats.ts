@@ -28,8 +28,10 @@ export interface PointSpace {
   readonly zeroBytes: number;
   /** Raw bytes of the distinct chunks this point references. */
   readonly uniqueBytes: number;
-  /** Stored bytes of chunks referenced by this point only. */
+  /** Stored bytes of chunks referenced by this point only (freed if it alone is deleted). */
   readonly exclusiveBytes: number;
+  /** Stored bytes of chunks this point references together with other points. */
+  readonly sharedBytes: number;
   readonly bytesNew: number;
 }
 
@@ -78,7 +80,7 @@ export async function repoStats(repo: Repository): Promise<RepoStats> {
   const points = await repo.catalog.list();
   const index = await repo.index();
   const uses = new Map<string, ChunkUse>();
-  const perPointChunks = new Map<string, { zero: number; unique: number }>();
+  const perPointChunks = new Map<string, { zero: number; unique: number; referenced: number }>();
   for (const p of points) perPointChunks.set(p.id, await scanPoint(repo, p, uses, index));
   const perPoint = points.map((p) => pointSpace(p, perPointChunks.get(p.id)!, uses));
   const uniqueRawBytes = sum([...uses.values()].map((u) => u.raw));
@@ -115,10 +117,11 @@ async function scanPoint(
   p: PointRecord,
   uses: Map<string, ChunkUse>,
   index: Awaited<ReturnType<Repository['index']>>,
-): Promise<{ zero: number; unique: number }> {
+): Promise<{ zero: number; unique: number; referenced: number }> {
   const map = await MapReader.open(mapPath(repo.dir, p.id));
   let zero = 0;
   let unique = 0;
+  let referenced = 0;
   try {
     for await (const { first, digests } of map.windows()) {
       const fresh: Uint8Array[] = [];
@@ -135,6 +138,7 @@ async function scanPoint(
         if (use) {
           use.refs++;
           use.lastPoint = p.id;
+          referenced += use.stored;
           if (use.vm !== p.vm || use.vms) (use.vms ??= new Set([use.vm])).add(p.vm);
         } else {
           uses.set(key, { refs: 1, lastPoint: p.id, vm: p.vm, raw: 0, stored: 0 });
@@ -146,12 +150,13 @@ async function scanPoint(
         const use = uses.get(toHex(fresh[i] as Uint8Array))!;
         use.raw = loc?.rawLength ?? 0;
         use.stored = loc?.storedLength ?? 0;
+        referenced += use.stored;
       });
     }
   } finally {
     await map.close();
   }
-  return { zero, unique };
+  return { zero, unique, referenced };
 }
 
 function vmSpace(points: readonly PointRecord[], uses: Map<string, ChunkUse>): VmSpace[] {
@@ -164,7 +169,7 @@ function vmSpace(points: readonly PointRecord[], uses: Map<string, ChunkUse>): V
   return [...acc].map(([vm, a]) => ({ vm, ...a }));
 }
 
-function pointSpace(p: PointRecord, c: { zero: number; unique: number }, uses: Map<string, ChunkUse>): PointSpace {
+function pointSpace(p: PointRecord, c: { zero: number; unique: number; referenced: number }, uses: Map<string, ChunkUse>): PointSpace {
   let exclusive = 0;
   for (const u of uses.values()) if (u.refs === 1 && u.lastPoint === p.id) exclusive += u.stored;
   return {
@@ -176,6 +181,7 @@ function pointSpace(p: PointRecord, c: { zero: number; unique: number }, uses: M
     zeroBytes: c.zero,
     uniqueBytes: c.unique,
     exclusiveBytes: exclusive,
+    sharedBytes: c.referenced - exclusive,
     bytesNew: p.stats.bytesNew,
   };
 }

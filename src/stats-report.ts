@@ -25,8 +25,8 @@ export function formatStats(s: RepoStats): string {
     ],
     [1],
   );
-  const rows = s.perPoint.map((p) => [p.id, p.vm, p.disk, formatBytes(p.logicalBytes), formatBytes(p.zeroBytes), formatBytes(p.uniqueBytes), formatBytes(p.bytesNew), formatBytes(p.exclusiveBytes)]);
-  const per = table(['POINT', 'VM', 'DISK', 'LOGICAL', 'ZERO', 'UNIQUE', 'ADDED', 'EXCLUSIVE'], rows, [3, 4, 5, 6, 7]);
+  const rows = s.perPoint.map((p) => [p.id, p.vm, p.disk, formatBytes(p.logicalBytes), formatBytes(p.zeroBytes), formatBytes(p.uniqueBytes), formatBytes(p.bytesNew), formatBytes(p.exclusiveBytes), formatBytes(p.sharedBytes)]);
+  const per = table(['POINT', 'VM', 'DISK', 'LOGICAL', 'ZERO', 'UNIQUE', 'ADDED', 'EXCLUSIVE', 'SHARED'], rows, [3, 4, 5, 6, 7, 8]);
   return `${overall}\n\n${per}\n`;
 }
 

@@ -20,7 +20,7 @@ interface Fixture {
 }
 
 function space(f: Fixture): PointSpace {
-  return { id: f.id, vm: f.vm, disk: f.disk, time: f.time, logicalBytes: f.logical, zeroBytes: f.zero, uniqueBytes: f.logical - f.zero, exclusiveBytes: f.exclusive, bytesNew: f.payload + RECORD_HEADER_BYTES * f.chunksNew };
+  return { id: f.id, vm: f.vm, disk: f.disk, time: f.time, logicalBytes: f.logical, zeroBytes: f.zero, uniqueBytes: f.logical - f.zero, exclusiveBytes: f.exclusive, sharedBytes: 0, bytesNew: f.payload + RECORD_HEADER_BYTES * f.chunksNew };
 }
 
 function record(f: Fixture): PointRecord {

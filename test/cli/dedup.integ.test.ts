@@ -46,7 +46,9 @@ interface StatsJson {
   uniqueChunks: number;
   uniqueRawBytes: number;
   dedupRatio: number;
-  perPoint: { id: string; vm: string; exclusiveBytes: number; uniqueBytes: number; bytesNew: number; zeroBytes: number }[];
+  perPoint: { id: string; vm: string; exclusiveBytes: number; sharedBytes: number; uniqueBytes: number; bytesNew: number; zeroBytes: number }[];
+  perVm: { vm: string; exclusiveBytes: number; sharedBytes: number }[];
+  storedPayloadBytes: number;
 }
 
 async function stats(repo: string): Promise<StatsJson> {
@@ -91,6 +93,12 @@ describe('deduplication', () => {
     expect(s).toMatchObject({ points: 2, vms: 2, uniqueChunks: a.chunksNew, uniqueRawBytes: a.rawNew });
     expect(s.dedupRatio / single).toBeCloseTo(2, 6);
     for (const p of s.perPoint) expect(p.exclusiveBytes, `exclusive bytes of ${p.vm}`).toBe(0);
+    // Each clone references every stored chunk, all of them shared with the other.
+    for (const p of s.perPoint) expect(p.sharedBytes, `shared bytes of ${p.vm}`).toBe(s.storedPayloadBytes);
+    expect(s.perVm).toEqual([
+      { vm: 'clone-1', exclusiveBytes: 0, sharedBytes: s.storedPayloadBytes },
+      { vm: 'clone-2', exclusiveBytes: 0, sharedBytes: s.storedPayloadBytes },
+    ]);
     expect(s.perPoint.map((p) => p.zeroBytes)).toEqual([s.zeroBytes / 2, s.zeroBytes / 2]);
 
     // The second clone diverges: only its new chunks are exclusive to its new point.
@@ -102,6 +110,8 @@ describe('deduplication', () => {
     expect(byId.get(a.point)!.exclusiveBytes).toBe(0);
     expect(byId.get(b.point)!.exclusiveBytes).toBe(0);
     expect(byId.get(c.point)!.exclusiveBytes).toBe(c.bytesNew - RECORD_HEADER_BYTES * c.chunksNew);
+    const vm2Space = s.perVm.find((v) => v.vm === 'clone-2')!;
+    expect(vm2Space.exclusiveBytes).toBe(c.bytesNew - RECORD_HEADER_BYTES * c.chunksNew);
     await expectRestores(repo, new Map([[a.point, sha], [b.point, sha], [c.point, sha2]]), dir);
     await checkRepo(repo);
   });
