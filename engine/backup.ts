@@ -28,7 +28,9 @@ import { isAllZero } from './_bytes.js';
 import { DIGEST_BYTES, MIB } from './constants.js';
 
 /** Bytes of chunks processed per window (per pipeline stage). */
-const WINDOW_BYTES = 8 * MIB;
+const WINDOW_BYTES = 4 * MIB;
+/** Windows being hashed and compressed beyond the one being appended. */
+const PREPARE_AHEAD = 4;
 import type { HashResult, PackResult } from './_worker.js';
 import type { ChunkLocation } from './chunk-index.js';
 import type { CompressionSetting } from './codecs.js';
@@ -204,8 +206,8 @@ class BackupJob {
     this.writer = writer;
     this.window = Math.max(4, Math.floor(WINDOW_BYTES / g.chunkSize));
     const concurrency = req.readConcurrency ?? 4;
-    // One window appending, one being hashed, one read ahead, plus reads in flight.
-    this.buffers = new BufferPool(g.chunkSize, this.window * 3 + concurrency);
+    // One window appending, PREPARE_AHEAD being hashed, one read ahead, plus reads in flight.
+    this.buffers = new BufferPool(g.chunkSize, this.window * (2 + PREPARE_AHEAD) + concurrency);
     this.reader = new SlotReader(req.source, g, ranges, this.buffers, concurrency, this.window + concurrency);
     this.pool = repo.pool();
     this.compression = repo.config.compression;
@@ -213,13 +215,16 @@ class BackupJob {
   }
 
   /**
-   * Two-stage window pipeline: window k+1 is hashed and compressed on the pool while
-   * window k is appended to the container and the map.
+   * Window pipeline: up to PREPARE_AHEAD windows are hashed and compressed on the pool
+   * while the oldest is appended to the container and the map (appends stay in slot
+   * order). More than one window ahead keeps the workers busy while the main thread
+   * waits for the reads of the next window.
    */
   async run(mapWriter: MapWriter, parentMap: MapReader | undefined): Promise<void> {
     const parentSlots = parentMap?.geometry.slotCount ?? 0;
     let pending = await this.reader.next();
-    let appending: Promise<void> = Promise.resolve();
+    const inFlight: Promise<void>[] = [];
+    let chain: Promise<void> = Promise.resolve();
     try {
       for (let first = 0; first < this.g.slotCount; first += this.window) {
         if (this.req.signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'backup interrupted');
@@ -233,18 +238,22 @@ class BackupJob {
         }
         const prepared = this.prepare(items, digests, first);
         prepared.catch(() => undefined);
-        await appending;
-        appending = prepared.then(async (w) => {
+        const previous = chain;
+        chain = (async () => {
+          await previous;
+          const w = await prepared;
           await this.append(w, digests, first);
           await mapWriter.append(digests);
           this.req.onProgress?.({ done: this.counters.bytesRead, total: this.totalBytes });
-        });
-        appending.catch(() => undefined);
+        })();
+        chain.catch(() => undefined);
+        inFlight.push(chain);
+        if (inFlight.length > PREPARE_AHEAD) await inFlight.shift();
       }
     } finally {
-      await appending.catch(() => undefined);
+      await chain.catch(() => undefined);
     }
-    await appending;
+    await chain;
   }
 
   stats(durationMs: number): PointStats {

