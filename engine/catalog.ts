@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { fsyncDir, writeFileAtomic } from './_fs.js';
 import { ChunkvaultError } from './errors.js';
 import { ownedTmp } from './_owner.js';
+import { mapPath } from './point-map.js';
+import { bindingOf, keys, uploadFile } from './object-repo/binding.js';
 
 export interface PointStats {
   readonly bytesRead: number;
@@ -114,6 +116,7 @@ export class Catalog {
    * (FORMAT.md "Commit order"). Every listed point must already be committed.
    */
   async commitVmBackup(record: VmBackupRecord): Promise<void> {
+    await putRecord(this.repoDir, keys.vmBackup(record.id), record);
     const tmp = ownedTmp(join(this.repoDir, 'tmp'), `${record.id}.vm.json.tmp`);
     await writeFileAtomic(tmp, join(this.vmDir, `${record.id}.json`), JSON.stringify(record, null, 2) + '\n');
   }
@@ -135,6 +138,10 @@ export class Catalog {
 
   /** Commits a point record (tmp + fsync + rename + directory fsync). */
   async commit(record: PointRecord): Promise<void> {
+    const binding = bindingOf(this.repoDir);
+    // On an object store the map goes first and the record's PUT is the commit (FORMAT.md).
+    if (binding) await uploadFile(binding.store, keys.map(record.id), mapPath(this.repoDir, record.id));
+    await putRecord(this.repoDir, keys.point(record.id), record);
     const tmp = ownedTmp(join(this.repoDir, 'tmp'), `${record.id}.json.tmp`);
     await writeFileAtomic(tmp, join(this.dir, `${record.id}.json`), JSON.stringify(record, null, 2) + '\n');
   }
@@ -227,6 +234,7 @@ export class Catalog {
 
   /** Deletes a point record; durable on return (directory fsynced). An absent record is not an error. */
   async deletePoint(id: string): Promise<void> {
+    await bindingOf(this.repoDir)?.store.delete(keys.point(checkId(id)));
     await fsp.rm(join(this.dir, `${checkId(id)}.json`), { force: true });
     await fsyncDir(this.dir);
   }
@@ -237,12 +245,14 @@ export class Catalog {
    * and a process that opens the index empties `tmp/`.
    */
   async replaceVmBackup(record: VmBackupRecord): Promise<void> {
+    await putRecord(this.repoDir, keys.vmBackup(checkId(record.id)), record);
     const tmp = join(this.vmDir, `${checkId(record.id)}${VM_TMP_SUFFIX}`);
     await writeFileAtomic(tmp, join(this.vmDir, `${record.id}.json`), JSON.stringify(record, null, 2) + '\n');
   }
 
   /** Deletes a VM record (its points then become uncommitted); durable on return. */
   async deleteVmBackup(id: string): Promise<void> {
+    await bindingOf(this.repoDir)?.store.delete(keys.vmBackup(checkId(id)));
     await fsp.rm(join(this.vmDir, `${checkId(id)}.json`), { force: true });
     await fsyncDir(this.vmDir);
   }
@@ -255,6 +265,12 @@ export class Catalog {
 }
 
 const VM_TMP_SUFFIX = '.json.replace-tmp';
+
+/** On an object store, writes a catalog record to the bucket (before the local cache copy). */
+async function putRecord(repoDir: string, key: string, record: PointRecord | VmBackupRecord): Promise<void> {
+  const binding = bindingOf(repoDir);
+  if (binding) await binding.store.put(key, new TextEncoder().encode(JSON.stringify(record, null, 2) + '\n'));
+}
 
 /** A record id as a safe file name, else INVALID_ARGUMENT (ids come from parsed JSON). */
 function checkId(id: string): string {

@@ -64,7 +64,7 @@ export function locationOf(containerId: string, e: FooterEntry): ChunkLocation {
 }
 
 /** Named databases of the index environment besides the main one (FORMAT.md "Index"). */
-export type AuxDbName = 'gc-meta' | 'gc-condemned' | 'gc-condemned-loc' | 'gc-dead-bytes';
+export type AuxDbName = 'gc-meta' | 'gc-condemned' | 'gc-condemned-loc' | 'gc-dead-bytes' | 'remote-containers';
 
 type Binary = Database<Uint8Array, Uint8Array>;
 

@@ -34,6 +34,8 @@ import { publish, readFull } from './_fs.js';
 import { xxh64 } from './hashing.js';
 import { ChunkvaultError, toChunkvaultError } from './errors.js';
 import { ownedTmp } from './_owner.js';
+import { bindingOf, keys, uploadContainer } from './object-repo/binding.js';
+import type { ObjectReader } from './storage/index.js';
 
 const STAGE_BYTES = 8 * 1024 * 1024;
 
@@ -129,6 +131,9 @@ export class ContainerWriter {
       await this.fh.close();
       this.sealed = true;
       await publish(containerTmpPath(this.repoDir, this.id), containerPath(this.repoDir, this.id));
+      // On an object store the container is durable only once uploaded: before its index entries.
+      const binding = bindingOf(this.repoDir);
+      if (binding) await uploadContainer(binding, this.id, containerPath(this.repoDir, this.id));
       return this.entries;
     } catch (err) {
       throw this.setFailure(err, 'unable to seal container');
@@ -180,14 +185,38 @@ export interface StoredRecord {
   readonly payload: Uint8Array;
 }
 
+/** Where a reader's bytes come from: a local file, or an object read by ranged GETs. */
+interface ByteSource {
+  readAt(buf: Uint8Array, position: number): Promise<number>;
+  close(): Promise<void>;
+}
+
+function fileSource(fh: fsp.FileHandle): ByteSource {
+  return { readAt: (buf, position) => readFull(fh, buf, position), close: () => fh.close() };
+}
+
+function objectSource(store: ObjectReader, key: string): ByteSource {
+  return {
+    readAt: async (buf, position) => {
+      buf.set(await store.getRange(key, position, buf.length));
+      return buf.length;
+    },
+    close: async () => undefined,
+  };
+}
+
 export class ContainerReader {
   private constructor(
     readonly id: string,
     readonly path: string,
-    private readonly fh: fsp.FileHandle,
+    private readonly src: ByteSource,
     readonly fileSize: number,
   ) {}
 
+  /**
+   * Opens a sealed container: the local file, or on an object store (engine/object-repo)
+   * the object, whose records are then read by ranged GETs.
+   */
   static async open(repoDir: string, id: string): Promise<ContainerReader> {
     const path = containerPath(repoDir, id);
     let fh: fsp.FileHandle;
@@ -195,13 +224,22 @@ export class ContainerReader {
       fh = await fsp.open(path, 'r');
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
+      const binding = e.code === 'ENOENT' ? bindingOf(repoDir) : undefined;
+      if (binding) return ContainerReader.openObject(binding.store, id);
       if (e.code === 'ENOENT') {
         throw new ChunkvaultError('CHUNK_MISSING', `container ${id} is missing`, { details: { container: id } });
       }
       throw toChunkvaultError(err, `unable to open container ${id}`);
     }
     const { size } = await fh.stat();
-    return new ContainerReader(id, path, fh, size);
+    return new ContainerReader(id, path, fileSource(fh), size);
+  }
+
+  private static async openObject(store: ObjectReader, id: string): Promise<ContainerReader> {
+    const key = keys.container(id);
+    const size = await store.head(key);
+    if (size === undefined) throw new ChunkvaultError('CHUNK_MISSING', `container ${id} is missing from the bucket`, { details: { container: id, key } });
+    return new ContainerReader(id, key, objectSource(store, key), size);
   }
 
   /** Reads and checks header, trailer and footer; returns the footer entries. */
@@ -255,12 +293,12 @@ export class ContainerReader {
   }
 
   async close(): Promise<void> {
-    await this.fh.close().catch(() => undefined);
+    await this.src.close().catch(() => undefined);
   }
 
   private async readAt(position: number, length: number): Promise<Uint8Array> {
     const buf = new Uint8Array(new ArrayBuffer(length));
-    const n = await readFull(this.fh, buf, position);
+    const n = await this.src.readAt(buf, position);
     if (n !== length) throw this.corrupt(`short read at ${position}`);
     return buf;
   }

@@ -12,6 +12,7 @@ import { ContainerReader } from './container.js';
 import { locationOf, type ChunkIndex, type ChunkLocation } from './chunk-index.js';
 import type { FooterEntry } from './container-format.js';
 import { ChunkvaultError } from './errors.js';
+import { bindingOf, KNOWN_TABLE, markKnown } from './object-repo/binding.js';
 
 export interface RebuildReport {
   readonly containers: number;
@@ -32,7 +33,7 @@ export async function rebuildIndex(repo: Repository, onProgress?: Progress): Pro
     }
     await index.clear();
     // GC tables describe entries of the old index: a rebuilt index starts a new GC cycle.
-    for (const name of ['gc-condemned', 'gc-condemned-loc'] as const) await index.transact(() => void index.aux(name).clearSync());
+    for (const name of ['gc-condemned', 'gc-condemned-loc', KNOWN_TABLE] as const) await index.transact(() => void index.aux(name).clearSync());
     return await populateIndex(repo, index, onProgress);
   } finally {
     await lock.end();
@@ -42,6 +43,7 @@ export async function rebuildIndex(repo: Repository, onProgress?: Progress): Pro
 /** Adds every sealed container's footer entries to `index` (no clearing). */
 export async function populateIndex(repo: Repository, index: ChunkIndex, onProgress?: Progress): Promise<RebuildReport> {
   const ids = await repo.containerIds();
+  const bound = bindingOf(repo.dir) !== undefined;
   const scanned: string[] = [];
   let chunks = 0;
   let done = 0;
@@ -58,6 +60,7 @@ export async function populateIndex(repo: Repository, index: ChunkIndex, onProgr
       }
       const batch: [Uint8Array, ChunkLocation][] = entries.map((e) => [e.digest, locationOf(id, e)]);
       await index.putMany(batch);
+      if (bound) await markKnown(index, id);
       chunks += batch.length;
     } finally {
       await reader.close();

@@ -21,10 +21,20 @@ import { acquireGcLock, SessionRegistry, type LockCell, type Session, type Sessi
 import { populateIndex } from './rebuild-index.js';
 import { FORMAT_VERSION } from './constants.js';
 import { ownerAlive, ownedTmp } from './_owner.js';
+import { bindingOf, listContainers, unbind } from './object-repo/binding.js';
+import { enterSession } from './object-repo/leases.js';
+import type { ObjectRepoOptions } from './object-repo/open.js';
 
 const SUBDIRS = ['containers', join('containers', 'tmp'), 'maps', join('catalog', 'points'), join('catalog', 'vm-backups'), 'tmp', 'locks', join('locks', 'sessions'), 'gc'];
 
 const POPULATED = new TextEncoder().encode('populated');
+
+/** Creates the local repository directories under `root` (a repository or an object-store cache). */
+export async function prepareRepoDirs(root: string): Promise<void> {
+  for (const sub of SUBDIRS) await fsp.mkdir(join(root, sub), { recursive: true });
+}
+
+const isObjectStoreUrl = (repo: string): boolean => repo.startsWith('s3://');
 
 export interface OpenOptions extends WorkerPoolOptions {
   /** How long to wait for a running gc or index rebuild when the lock is needed (ms). Default 2000. */
@@ -47,21 +57,23 @@ export class Repository {
   }
 
   /** Creates a new repository; fails with REPO_EXISTS when `dir` already holds one. */
-  static async init(dir: string, options: InitOptions = {}): Promise<RepoConfig> {
+  static async init(dir: string, options: InitOptions & ObjectRepoOptions = {}): Promise<RepoConfig> {
+    if (isObjectStoreUrl(dir)) return (await import('./object-repo/open.js')).initObjectRepository(dir, options);
     const root = resolve(dir);
     if (await exists(join(root, 'config.json'))) {
       throw new ChunkvaultError('REPO_EXISTS', `a repository already exists at ${root}`, { details: { repo: root } });
     }
     const config = newConfig(options);
     await fsp.mkdir(root, { recursive: true });
-    for (const sub of SUBDIRS) await fsp.mkdir(join(root, sub), { recursive: true });
+    await prepareRepoDirs(root);
     await writeFileAtomic(ownedTmp(join(root, 'tmp'), 'config.json.tmp'), join(root, 'config.json'), JSON.stringify(config, null, 2) + '\n');
     await fsyncDir(root);
     return config;
   }
 
   /** Opens an existing repository (config checked; the index opens on first use). */
-  static async open(dir: string, options: OpenOptions = {}): Promise<Repository> {
+  static async open(dir: string, options: OpenOptions & ObjectRepoOptions = {}): Promise<Repository> {
+    if (isObjectStoreUrl(dir)) return (await import('./object-repo/open.js')).openObjectRepository(dir, options);
     const root = resolve(dir);
     const config = await readConfig(root);
     await initHashing();
@@ -85,10 +97,26 @@ export class Repository {
   /** Registers an operation for its duration (see engine/sessions.ts); end it in `finally`. */
   async beginSession(kind: SessionKind, job?: string): Promise<Session> {
     const index = await this.index();
-    const session = await this.sessions.begin(kind, job);
+    // On an object store the session is announced to every agent first (object-repo/leases.ts).
+    const binding = bindingOf(this.dir);
+    const marker = binding ? await enterSession(binding.store, binding.agent, kind) : undefined;
+    let session: Session;
+    try {
+      session = await this.sessions.begin(kind, job);
+    } catch (err) {
+      await marker?.release().catch(() => undefined);
+      throw err;
+    }
     // Reads from here on must see every commit made before the registration (GC relies on it).
     index.refresh();
-    return session;
+    if (!marker) return session;
+    return {
+      record: session.record,
+      end: async () => {
+        await session.end();
+        await marker.release();
+      },
+    };
   }
 
   /** Takes the GC lock (one gc or index rebuild at a time), waiting up to `lockWaitMs`. */
@@ -128,8 +156,10 @@ export class Repository {
     return this.poolHandle;
   }
 
-  /** Absolute paths of every sealed container file. */
+  /** Ids of every sealed container (on an object store: every container object). */
   async containerIds(): Promise<string[]> {
+    const binding = bindingOf(this.dir);
+    if (binding) return [...(await listContainers(binding.store)).keys()].sort();
     const root = join(this.dir, 'containers');
     const ids: string[] = [];
     for (const shard of await fsp.readdir(root)) {
@@ -141,12 +171,22 @@ export class Repository {
     return ids.sort();
   }
 
+  /** Sizes in bytes of every sealed container, by id. */
+  async containerSizes(): Promise<Map<string, number>> {
+    const binding = bindingOf(this.dir);
+    if (binding) return listContainers(binding.store);
+    const ids = await this.containerIds();
+    const sizes = await Promise.all(ids.map((id) => fsp.stat(join(this.dir, 'containers', id.slice(0, 2), `${id}.ctr`)).then((s) => s.size)));
+    return new Map(ids.map((id, i) => [id, sizes[i] as number]));
+  }
+
   async close(): Promise<void> {
     const pool = this.poolHandle;
     const index = this.indexHandle;
     this.poolHandle = undefined;
     this.indexHandle = undefined;
-    await Promise.all([pool?.close(), index?.close()]);
+    const binding = unbind(this.dir);
+    await Promise.all([pool?.close(), index?.close(), binding?.store.close()]);
   }
 
   private isPopulated(index: ChunkIndex): boolean {

@@ -11,11 +11,9 @@
  * VM would free), `sharedBytes` those it references together with other VMs. Memory
  * is one counter per distinct chunk referenced.
  */
-import { promises as fsp } from 'node:fs';
 import type { Repository } from './repository.js';
 import type { PointRecord } from './catalog.js';
 import { MapReader, isZeroDigest, mapPath, slotLength } from './point-map.js';
-import { containerPath } from './container.js';
 import { DIGEST_BYTES } from './constants.js';
 import { toHex } from './_bytes.js';
 
@@ -85,8 +83,9 @@ export async function repoStats(repo: Repository): Promise<RepoStats> {
   const perPoint = points.map((p) => pointSpace(p, perPointChunks.get(p.id)!, uses));
   const uniqueRawBytes = sum([...uses.values()].map((u) => u.raw));
   const storedPayloadBytes = sum([...uses.values()].map((u) => u.stored));
-  const ids = await repo.containerIds();
-  const sizes = await Promise.all(ids.map((id) => fsp.stat(containerPath(repo.dir, id)).then((s) => s.size)));
+  const bySize = await repo.containerSizes();
+  const ids = [...bySize.keys()].sort();
+  const sizes = ids.map((id) => bySize.get(id) as number);
   const logicalBytes = sum(points.map((p) => p.sizeBytes));
   const zeroBytes = sum(perPoint.map((p) => p.zeroBytes));
   const storedBytes = sum(sizes);

@@ -24,6 +24,8 @@ import { condemnUnmarked, resurrect } from './condemn.js';
 import { reclaim, unlinkContainers } from './reclaim.js';
 import { ChunkvaultError } from '../errors.js';
 import { toHex } from '../_bytes.js';
+import { bindingOf, keys } from '../object-repo/binding.js';
+import { takeGcLease } from '../object-repo/leases.js';
 
 export interface GcOptions {
   /** Report what would be removed; change nothing. */
@@ -89,7 +91,11 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
   const r = emptyReport(options.dryRun ?? false);
   const index = await repo.index();
   const lock = await repo.gcLock();
+  // On an object store GC needs the bucket to itself: the GC lease, no session of any agent.
+  const binding = bindingOf(repo.dir);
+  let lease: Awaited<ReturnType<typeof takeGcLease>> | undefined;
   try {
+    lease = binding && !r.dryRun ? await takeGcLease(binding.store, binding.agent) : undefined;
     const state = await readState(repo.dir);
     r.epoch = state.epoch;
     if (!r.dryRun) {
@@ -97,10 +103,13 @@ export async function gc(repo: Repository, options: GcOptions = {}): Promise<GcR
       if (state.phase !== 'idle' && !(await finishPending(repo, index, state, r, options))) return done(r, started);
     }
     await markAndCondemn(repo, index, state, r, options);
+    await lease?.check();
     if (!r.dryRun && !(await finishPending(repo, index, state, r, options))) return done(r, started);
+    await lease?.check();
     if (!r.dryRun) await unlinkRetired(repo, state, r, options);
     return done(r, started);
   } finally {
+    await lease?.release();
     await lock.end();
   }
 }
@@ -260,6 +269,7 @@ async function removeOrphans(repo: Repository, state: GcState, r: Counters): Pro
   const liveJobs = new Set(live.map((s) => s.job).filter((j): j is string => Boolean(j)));
   for (const p of await repo.catalog.uncommittedJobPoints()) {
     if (p.job && liveJobs.has(p.job)) continue;
+    await deleteObjects(repo, [keys.point(p.id), keys.map(p.id)]);
     await fsp.rm(join(repo.dir, 'catalog', 'points', `${p.id}.json`), { force: true });
     await fsp.rm(mapPath(repo.dir, p.id), { force: true });
     r.orphanPointsRemoved++;
@@ -267,9 +277,16 @@ async function removeOrphans(repo: Repository, state: GcState, r: Counters): Pro
   const records = new Set(await listRecordIds(repo.dir));
   for (const id of state.orphanMaps) {
     if (records.has(id)) continue;
+    await deleteObjects(repo, [keys.map(id)]);
     await fsp.rm(mapPath(repo.dir, id), { force: true });
     r.orphanMapsRemoved++;
   }
+}
+
+/** On an object store, deletes objects from the bucket (before their cached copies). */
+async function deleteObjects(repo: Repository, objectKeys: readonly string[]): Promise<void> {
+  const binding = bindingOf(repo.dir);
+  if (binding) for (const key of objectKeys) await binding.store.delete(key);
 }
 
 async function unlinkRetired(repo: Repository, state: GcState, r: Counters, options: GcOptions): Promise<void> {
@@ -296,7 +313,16 @@ async function listMapIds(repoDir: string): Promise<string[]> {
       if (/^[0-9a-f]{16}\.map$/.test(n)) out.push(n.slice(0, 16));
     }
   }
-  return out;
+  // On an object store, maps only the bucket has are orphans of failed commits (GC runs
+  // beside no session there, and every committed point's map was pulled on open).
+  const binding = bindingOf(repoDir);
+  if (binding) {
+    for await (const e of binding.store.list('maps/')) {
+      const m = /^maps\/[0-9a-f]{2}\/([0-9a-f]{16})\.map$/.exec(e.key);
+      if (m) out.push(m[1] as string);
+    }
+  }
+  return [...new Set(out)];
 }
 
 async function listRecordIds(repoDir: string): Promise<string[]> {

@@ -10,6 +10,7 @@ import { promises as fsp } from 'node:fs';
 import { dirname } from 'node:path';
 import { decodeLocation, encodeLocation, locationOf, type ChunkIndex } from '../chunk-index.js';
 import { ContainerReader, ContainerWriter, containerPath } from '../container.js';
+import { bindingOf, keys } from '../object-repo/binding.js';
 import type { FooterEntry } from '../container-format.js';
 import { CONTAINER_HEADER_BYTES, DEFAULT_CONTAINER_TARGET_BYTES, FOOTER_ENTRY_BYTES, RECORD_HEADER_BYTES, TRAILER_BYTES } from '../constants.js';
 import { ChunkvaultError } from '../errors.js';
@@ -76,7 +77,7 @@ class Compactor {
     this.writer = undefined;
     if (writer) {
       const entries = await writer.seal();
-      this.totals.bytesWritten += (await fsp.stat(containerPath(this.repoDir, writer.id))).size;
+      this.totals.bytesWritten += writer.byteSize + entries.length * FOOTER_ENTRY_BYTES + TRAILER_BYTES;
       const main = this.index.main();
       const moved = this.moved;
       this.moved = [];
@@ -199,7 +200,16 @@ async function processContainer(
 export async function unlinkContainers(repoDir: string, ids: readonly string[]): Promise<number> {
   let bytes = 0;
   const dirs = new Set<string>();
+  const binding = bindingOf(repoDir);
   for (const id of ids) {
+    if (binding) {
+      const size = await binding.store.head(keys.container(id));
+      await binding.store.delete(keys.container(id));
+      await binding.onDeleted?.(id);
+      bytes += size ?? 0;
+      await fsp.rm(containerPath(repoDir, id), { force: true }); // a staged copy, if any
+      continue;
+    }
     const path = containerPath(repoDir, id);
     const st = await fsp.stat(path).catch(() => undefined);
     if (!st) continue;

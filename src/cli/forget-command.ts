@@ -16,6 +16,7 @@ import {
 } from '../../engine/index.js';
 import { repoDir, type RepoOption } from './commands.js';
 import { printJson, table } from './output.js';
+import { cacheOption, endpointOption, objectStoreOptions } from './object-store-options.js';
 
 export interface ForgetCliOptions extends RepoOption {
   vm?: string;
@@ -144,6 +145,8 @@ export function addForgetCommand(program: Command): void {
         'Give at least one --keep-* rule or a point: forget never removes every point by default',
     )
     .addOption(new Option('--repo <repo>', 'repository directory (default: $CHUNKVAULT_REPO)'))
+    .addOption(endpointOption())
+    .addOption(cacheOption())
     .option('--vm <vm>', 'only points of this VM')
     .option('--disk <disk>', 'only points of this disk')
     .option('--keep-last <n>', 'keep the n newest points')
@@ -156,6 +159,7 @@ export function addForgetCommand(program: Command): void {
     .option('--dry-run', 'print what would be removed; change nothing')
     .addOption(new Option('--json', 'print { dryRun, groups: [{ vm, disk, keep: [{ id, time, reasons }], remove: [{ id, time }] }], removed, vmBackups } on stdout'))
     .action(async (refs: string[], o: ForgetCliOptions) => {
+      objectStoreOptions([o]);
       process.exitCode = await cmdForget(refs, o);
     });
 }

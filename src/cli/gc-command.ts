@@ -11,6 +11,7 @@ import { formatBytes } from '../units.js';
 import { interruptSignal, withRepo, type RepoOption } from './commands.js';
 import { createProgress } from './progress.js';
 import { printJson } from './output.js';
+import { cacheOption, endpointOption } from './object-store-options.js';
 
 interface GcCliOptions extends RepoOption {
   dryRun?: boolean;
@@ -76,6 +77,8 @@ export function addGcCommand(program: Command, action: (fn: (o: GcCliOptions) =>
     .command('gc')
     .description('remove chunks no point references and compact containers; safe while backups run')
     .addOption(new Option('--repo <repo>', 'repository directory (default: $CHUNKVAULT_REPO)'))
+    .addOption(endpointOption())
+    .addOption(cacheOption())
     .option('--dry-run', 'report what would be removed; change nothing')
     .option('--wait', 'wait for running backups instead of leaving reclamation to the next gc')
     .option('--audit', 'check every container for unindexed leftovers, not only those new since the last gc')

@@ -14,13 +14,15 @@ import { registerServeCommand } from './serve-command.js';
 import { registerTokenCommands } from './token-command.js';
 import { addForgetCommand } from './forget-command.js';
 import { cmdReport } from './report-command.js';
+import { cacheOption, endpointOption, objectStoreOptions } from './object-store-options.js';
 import { addGcCommand } from './gc-command.js';
 
-const repoOption = () => new Option('--repo <repo>', 'repository directory (default: $CHUNKVAULT_REPO)');
+const repoOption = () => new Option('--repo <repo>', 'repository: a directory, s3://bucket[/prefix], or a media agent http(s)://... (default: $CHUNKVAULT_REPO)');
 const jsonOption = () => new Option('--json', 'print machine-readable JSON on stdout');
 
 function action<A extends unknown[]>(fn: (...args: A) => Promise<number>) {
   return async (...args: A) => {
+    objectStoreOptions(args);
     process.exitCode = await fn(...args);
   };
 }
@@ -34,7 +36,9 @@ function buildProgram(): Command {
     .exitOverride();
   program
     .command('init <repo>')
-    .description('create a repository')
+    .description('create a repository: a directory, or s3://bucket[/prefix] on S3-compatible object storage')
+    .addOption(endpointOption())
+    .addOption(cacheOption())
     .option('--chunk-size <size>', 'chunk size, a power of two from 64K to 4M (default 256K)')
     .option('--compression <codec>', 'zstd[:LEVEL] | lz4 | none (default zstd:1; "zstd" alone means level 3)')
     .addOption(jsonOption())
@@ -48,7 +52,7 @@ function buildProgram(): Command {
         'Several sources are the disks of one VM, committed together as one VM backup (a point per disk). ' +
         'xen://USER@POOL_MASTER[:PORT]/VM (xens:// for https, ?ca=FILE) backs up every disk of a XenServer/XCP-ng VM with XenAPI CBT; password from $CHUNKVAULT_XEN_PASSWORD',
     )
-    .addOption(repoOption())
+    .addOption(repoOption()).addOption(endpointOption()).addOption(cacheOption())
     .option('--vm <vm>', 'VM name (required, except for xen:// sources: default the VM named in the URI)')
     .option('--disk <disk>', "disk name (default: the source's base name)")
     .option('--changed-extents <file>', 'JSON [{"offset":N,"length":N}]: read only these, on top of the latest point')
@@ -59,7 +63,7 @@ function buildProgram(): Command {
   program
     .command('points')
     .description('list committed restore points')
-    .addOption(repoOption())
+    .addOption(repoOption()).addOption(endpointOption()).addOption(cacheOption())
     .option('--vm <vm>', 'only this VM')
     .option('--disk <disk>', 'only this disk')
     .addOption(jsonOption())
@@ -67,7 +71,7 @@ function buildProgram(): Command {
   program
     .command('restore <point>')
     .description('write a point as a full disk image (point: id, unique prefix, or "latest"), or every disk of a VM backup (its job id) into a directory')
-    .addOption(repoOption())
+    .addOption(repoOption()).addOption(endpointOption()).addOption(cacheOption())
     .option('--vm <vm>', 'resolve the point among this VM')
     .option('--disk <disk>', 'resolve the point among this disk')
     .requiredOption('--output <path>', 'file, block device, FIFO, or - for stdout; a directory for a VM backup')
@@ -77,17 +81,17 @@ function buildProgram(): Command {
   program
     .command('verify [point]')
     .description('check the repository (or one point); exits non-zero on any problem')
-    .addOption(repoOption())
+    .addOption(repoOption()).addOption(endpointOption()).addOption(cacheOption())
     .option('--read-data', 're-read and re-hash every stored chunk')
     .addOption(jsonOption())
     .action(action(cmdVerify));
-  program.command('stats').description('space usage, dedup and compression ratios, per point').addOption(repoOption()).addOption(jsonOption()).action(action(cmdStats));
+  program.command('stats').description('space usage, dedup and compression ratios, per point').addOption(repoOption()).addOption(endpointOption()).addOption(cacheOption()).addOption(jsonOption()).action(action(cmdStats));
   addForgetCommand(program);
   addGcCommand(program, action as never);
   program
     .command('report')
     .description('write a self-contained HTML dedup analysis (charts of size, ratios and space per VM over time; no network, no script)')
-    .addOption(repoOption())
+    .addOption(repoOption()).addOption(endpointOption()).addOption(cacheOption())
     .option('--html <file>', 'the HTML file to write (replaced atomically)')
     .addOption(jsonOption())
     .action(action(cmdReport));
@@ -105,7 +109,7 @@ function buildProgram(): Command {
   registerServeCommand(program, action);
   registerTokenCommands(program, action);
   const index = program.command('index').description('chunk index maintenance');
-  index.command('rebuild').description('rebuild the index from the container footers').addOption(repoOption()).addOption(jsonOption()).action(action(cmdIndexRebuild));
+  index.command('rebuild').description('rebuild the index from the container footers').addOption(repoOption()).addOption(endpointOption()).addOption(cacheOption()).addOption(jsonOption()).action(action(cmdIndexRebuild));
   program
     .command('demo')
     .description('run the embedded default: sample disk, full + incremental backups, checked restores, stats')
