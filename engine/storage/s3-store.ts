@@ -159,6 +159,10 @@ function makeClient(options: S3StoreOptions): S3Client {
   if (options.endpoint !== undefined) config.endpoint = options.endpoint;
   if (options.credentials !== undefined) config.credentials = options.credentials;
   if (options.profile !== undefined) config.profile = options.profile;
+  // The SDK warns on every process that SDK releases after January 2027 will need Node
+  // 22; the release locked in package-lock.json supports Node 20, so the warning only
+  // alarms users of every s3:// command. An explicit setting by the user still wins.
+  process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
   return new S3Client(config);
 }
 
