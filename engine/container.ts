@@ -195,13 +195,40 @@ function fileSource(fh: fsp.FileHandle): ByteSource {
   return { readAt: (buf, position) => readFull(fh, buf, position), close: () => fh.close() };
 }
 
-function objectSource(store: ObjectReader, key: string): ByteSource {
+/** Bytes fetched per GET once reads turn sequential (a restore walking a container). */
+const OBJECT_READ_AHEAD = 4 * 1024 * 1024;
+
+/**
+ * Ranged GETs with read-ahead: a read that starts where the previous one ended fetches
+ * up to OBJECT_READ_AHEAD bytes at once and serves the following reads from them, so a
+ * restore costs one GET per few MiB instead of one per record; a random read (the media
+ * agent's Range requests, verify of one chunk) fetches exactly what it asks for.
+ */
+function objectSource(store: ObjectReader, key: string, size: number): ByteSource {
+  // The block in flight or fetched; reads issued concurrently share it.
+  let block: { start: number; end: number; data: Promise<Uint8Array> } | undefined;
+  let lastEnd = -1;
   return {
     readAt: async (buf, position) => {
-      buf.set(await store.getRange(key, position, buf.length));
+      const end = position + buf.length;
+      const sequential = position === lastEnd;
+      lastEnd = end;
+      if (!(block && position >= block.start && end <= block.end) && sequential && buf.length < OBJECT_READ_AHEAD) {
+        const blockEnd = Math.min(size, position + OBJECT_READ_AHEAD);
+        if (blockEnd >= end) {
+          block = { start: position, end: blockEnd, data: store.getRange(key, position, blockEnd - position) };
+          block.data.catch(() => undefined); // awaited below and by the reads that share it
+        }
+      }
+      if (block && position >= block.start && end <= block.end) {
+        const start = block.start;
+        buf.set((await block.data).subarray(position - start, end - start));
+      } else buf.set(await store.getRange(key, position, buf.length));
       return buf.length;
     },
-    close: async () => undefined,
+    close: async () => {
+      block = undefined;
+    },
   };
 }
 
@@ -239,7 +266,7 @@ export class ContainerReader {
     const key = keys.container(id);
     const size = await store.head(key);
     if (size === undefined) throw new ChunkvaultError('CHUNK_MISSING', `container ${id} is missing from the bucket`, { details: { container: id, key } });
-    return new ContainerReader(id, key, objectSource(store, key), size);
+    return new ContainerReader(id, key, objectSource(store, key, size), size);
   }
 
   /** Reads and checks header, trailer and footer; returns the footer entries. */
