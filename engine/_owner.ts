@@ -14,16 +14,28 @@ export function parseProcStart(stat: string): string {
   return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
 }
 
+/** Kernel start time of `pid`, or undefined when there is no such process. */
+export async function procStartOf(pid: number | string): Promise<string | undefined> {
+  try {
+    return parseProcStart(await fsp.readFile(`/proc/${pid}/stat`, 'latin1'));
+  } catch {
+    return undefined;
+  }
+}
+
 function ownStart(): string {
   try {
     return parseProcStart(readFileSync('/proc/self/stat', 'latin1'));
   } catch {
-    return '0';
+    return '';
   }
 }
 
+/** This process's kernel start time ('' where /proc is unavailable). */
+export const OWN_START = ownStart();
+
 /** This process's tag. */
-export const OWNER_TAG = `${process.pid}-${ownStart()}`;
+export const OWNER_TAG = `${process.pid}-${OWN_START || '0'}`;
 
 /** `dir/<owner tag>.<name>`: the path of a temporary file this process owns. */
 export function ownedTmp(dir: string, name: string): string {
@@ -37,9 +49,5 @@ export function ownedTmp(dir: string, name: string): string {
 export async function ownerAlive(fileName: string): Promise<boolean | undefined> {
   const m = /^(\d+)-(\d+)\./.exec(fileName);
   if (!m) return undefined;
-  try {
-    return parseProcStart(await fsp.readFile(`/proc/${m[1]}/stat`, 'latin1')) === m[2];
-  } catch {
-    return false;
-  }
+  return (await procStartOf(m[1]!)) === m[2];
 }

@@ -68,7 +68,14 @@ export type AuxDbName = 'gc-meta' | 'gc-condemned' | 'gc-condemned-loc' | 'gc-de
 
 type Binary = Database<Uint8Array, Uint8Array>;
 
+function openTable(root: RootDatabase<Uint8Array, Uint8Array>, name: string): Binary {
+  return root.openDB<Uint8Array, Uint8Array>({ name, keyEncoding: 'binary', encoding: 'binary', compression: false });
+}
+
 export class ChunkIndex {
+  /** The `aux` tables, opened once each (openDB is a transaction, not a lookup). */
+  private readonly tables = new Map<AuxDbName, Binary>();
+
   private constructor(
     private readonly root: RootDatabase<Uint8Array, Uint8Array>,
     private readonly db: Binary,
@@ -85,8 +92,7 @@ export class ChunkIndex {
         maxDbs: 8,
         noSubdir: true,
       });
-      const db = root.openDB<Uint8Array, Uint8Array>({ name: 'chunks', keyEncoding: 'binary', encoding: 'binary', compression: false });
-      return new ChunkIndex(root, db);
+      return new ChunkIndex(root, openTable(root, 'chunks'));
     } catch (err) {
       throw new ChunkvaultError('INDEX_CORRUPT', `unable to open the index: ${(err as Error).message}`, { cause: err });
     }
@@ -107,7 +113,7 @@ export class ChunkIndex {
    * GC's barrier); its data stays in place until finish has put it back.
    */
   async findMany(digests: readonly Uint8Array[]): Promise<(ChunkLocation | undefined)[]> {
-    const condemned = this.root.openDB<Uint8Array, Uint8Array>({ name: 'gc-condemned', keyEncoding: 'binary', encoding: 'binary', compression: false });
+    const condemned = this.aux('gc-condemned');
     return Promise.resolve(
       digests.map((d) => {
         const v = this.db.getBinary(d) ?? condemned.getBinary(d);
@@ -172,7 +178,9 @@ export class ChunkIndex {
    * index and its own tables in one atomic transaction.
    */
   aux(name: AuxDbName): Binary {
-    return this.root.openDB<Uint8Array, Uint8Array>({ name, keyEncoding: 'binary', encoding: 'binary', compression: false });
+    let table = this.tables.get(name);
+    if (!table) this.tables.set(name, (table = openTable(this.root, name)));
+    return table;
   }
 
   /** The main table, for transactions that span it and an `aux` table. */

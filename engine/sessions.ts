@@ -19,7 +19,7 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { writeFileAtomic } from './_fs.js';
 import { ChunkvaultError } from './errors.js';
-import { ownedTmp, parseProcStart } from './_owner.js';
+import { OWN_START, ownedTmp, procStartOf } from './_owner.js';
 
 export type SessionKind = 'backup' | 'read' | 'gc';
 
@@ -43,24 +43,13 @@ export interface Session {
 
 const ID_RE = /^[0-9a-f]{16}$/;
 
-let ownStart: string | undefined;
-
-async function procStartOf(pid: number): Promise<string | undefined> {
-  try {
-    return parseProcStart(await fsp.readFile(`/proc/${pid}/stat`, 'latin1'));
-  } catch {
-    return undefined;
-  }
-}
-
 async function selfRecord(kind: SessionKind, job?: string): Promise<SessionRecord> {
-  ownStart ??= (await procStartOf(process.pid)) ?? '';
   return {
     id: randomBytes(8).toString('hex'),
     kind,
     pid: process.pid,
     host: hostname(),
-    procStart: ownStart,
+    procStart: OWN_START,
     started: new Date().toISOString(),
     ...(job ? { job } : {}),
   };
