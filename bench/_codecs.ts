@@ -1,12 +1,14 @@
 /**
  * The compression libraries under test behind one shape, so every library sees the
  * same chunks and the same "store raw unless it saves 1/32" rule as the engine.
- * zstd-napi is called exactly as engine/codecs.ts calls it (the shared `compress`,
- * which sets the parameters on every call); `zstd-napi reused` keeps one Compressor
- * per level to show what that costs.
+ * `zstd-napi` is its shared `compress` (which resets the parameters on every call);
+ * `zstd-napi reused` keeps one Compressor per level. The engine itself calls one
+ * compression context per thread into caller memory (engine/codecs.ts).
  */
 import { createRequire } from 'node:module';
 import lz4 from 'lz4-napi';
+import { decompressChunk } from '../engine/codecs.js';
+import { CODEC_IDS } from '../engine/constants.js';
 import lz4wasm from 'lz4-wasm-nodejs';
 import { Compressor, compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
 
@@ -95,6 +97,29 @@ const lz4Wasm: Codec = {
   decompress: (packed) => lz4wasm.decompress(packed),
 };
 
+interface Liblz4 {
+  compressBound(n: number): number;
+  compress(src: Uint8Array, dst: Uint8Array): number;
+}
+const liblz4 = createRequire(import.meta.url)('lz4/build/Release/lz4.node') as Liblz4;
+
+/**
+ * liblz4 (the `lz4` package), the engine's LZ4: the same size-prefixed block, made with
+ * the binding engine/codecs.ts uses; decompressed by the engine's own path.
+ */
+const lz4Liblz4: Codec = {
+  name: 'liblz4 (lz4, engine)',
+  kind: 'native',
+  peer: 'lz4-wasm',
+  compress: (raw) => {
+    const out = new Uint8Array(4 + liblz4.compressBound(raw.length));
+    const n = liblz4.compress(raw, out.subarray(4));
+    new DataView(out.buffer).setUint32(0, raw.length, true);
+    return out.subarray(0, 4 + n);
+  },
+  decompress: (packed) => decompressChunk(CODEC_IDS.lz4, packed, new DataView(packed.buffer, packed.byteOffset, 4).getUint32(0, true)),
+};
+
 /** Every codec of the micro benchmark, in table order. */
 export async function loadCodecs(): Promise<Codec[]> {
   const wasmZstd = await loadZstdCodec();
@@ -105,6 +130,7 @@ export async function loadCodecs(): Promise<Codec[]> {
     zstdNapi(6),
     zstdWasm(wasmZstd, 1),
     zstdWasm(wasmZstd, 3),
+    lz4Liblz4,
     lz4Native,
     lz4Wasm,
   ];

@@ -14,6 +14,7 @@
 import Benchmark from 'benchmark';
 import { createHash } from 'node:crypto';
 import xxhashInit from 'xxhash-wasm';
+import { createRequire } from 'node:module';
 import { type Codec, loadCodecs, storedSize } from './_codecs.js';
 import { chunksOf, isZero, KIB, MIB, realFilesData, syntheticVmData } from './_data.js';
 import { benchLevel } from './_level.js';
@@ -58,8 +59,10 @@ let sink = 0; // keeps results observable so nothing is optimised away
 
 async function benchHashing(sample: Buffer, s: Settings): Promise<Row[]> {
   const xx = await xxhashInit();
+  const addon = (createRequire(import.meta.url)('xxhash-addon') as { XXHash64: { hash(b: Uint8Array): Uint8Array } }).XXHash64;
   const fns: [string, (b: Buffer) => void][] = [
     ['SHA-256 (node:crypto)', (b) => (sink ^= createHash('sha256').update(b).digest()[0] as number)],
+    ['XXH64 (xxhash-addon, native)', (b) => (sink ^= addon.hash(b)[7] as number)],
     ['XXH64 (xxhash-wasm h64Raw)', (b) => (sink ^= Number(xx.h64Raw(b, 0n) & 0xffn))],
     ['XXH32 (xxhash-wasm h32Raw)', (b) => (sink ^= xx.h32Raw(b, 0))],
   ];

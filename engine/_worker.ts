@@ -15,6 +15,8 @@ import type { CodecId, CodecName } from './constants.js';
 
 await initHashing();
 
+export * from './_worker-prepare.js';
+
 export interface WorkerError {
   readonly error: { readonly code: string; readonly message: string };
 }

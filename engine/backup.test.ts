@@ -88,7 +88,8 @@ describe('engine backup and restore', () => {
 
   it('commits nothing when the source fails mid-backup', async () => {
     const before = await repo.catalog.list();
-    const src = new MemorySource(disk(64 * CHUNK).fill(7, 0, 10), 30);
+    // 64 chunks of 64 KiB arrive in 4 reads of 1 MiB (16 consecutive chunks): the 3rd fails.
+    const src = new MemorySource(disk(64 * CHUNK).fill(7, 0, 10), 2);
     await expect(backup(repo, { source: src, vm: 'vm2', disk: 'd' })).rejects.toSatisfy((e) => isChunkvaultError(e, 'SOURCE_READ_FAILED'));
     expect(await repo.catalog.list()).toEqual(before);
     expect(await readdir(join(dir, 'containers', 'tmp'))).toEqual([]);

@@ -6,9 +6,13 @@
  * Every other slot is copied from the parent's map (an incremental), or is zero (no
  * parent, or `base: 'zero'`: a full backup of the allocated extents only).
  *
- *   source --(N reads in flight)--> window of W slots --> zero check
- *     --> pool: SHA-256 + XXH64 --> index getMany --> pool: compress misses
+ *   source --(N reads of up to 1 MiB in flight)--> window slab (shared memory)
+ *     --> pool: zero check, SHA-256 + XXH64 (+ compression when most chunks are new)
+ *     --> index getMany --> pool: compress the misses not compressed yet
  *     --> container append (in slot order) --> map window --> ... --> commit
+ *
+ * Workers read and write the slab in place (engine/_window-slab.ts): no chunk is
+ * copied, allocated or transferred between threads.
  *
  * Commit order (FORMAT.md): seal containers -> index -> map (tmp, fsync, rename)
  * -> point record (the commit). On any failure nothing is committed and the open
@@ -17,21 +21,14 @@
 import { rm } from 'node:fs/promises';
 import type { BlockSource, Extent } from './source.js';
 import type { Repository } from './repository.js';
-import { BufferPool } from './_buffer-pool.js';
+import { Semaphore } from './_buffer-pool.js';
 import { ChunkWriter } from './chunk-writer.js';
+import { SlabPool, type SlabViews } from './_window-slab.js';
 import { extentsToSlots, slotCountOf, unionSlots, type SlotRange } from './extents.js';
-import { MapReader, MapWriter, mapPath, slotCountFor, type MapGeometry } from './point-map.js';
+import { MapReader, MapWriter, mapPath, slotCountFor, slotLength, type MapGeometry } from './point-map.js';
 import { newPointId, validateName, type PointRecord, type PointStats } from './catalog.js';
-import { SlotReader, type SlotData } from './slot-reader.js';
-import { ChunkvaultError } from './errors.js';
-import { isAllZero } from './_bytes.js';
-import { DIGEST_BYTES, MIB } from './constants.js';
-
-/** Bytes of chunks processed per window (per pipeline stage). */
-const WINDOW_BYTES = 4 * MIB;
-/** Windows being hashed and compressed beyond the one being appended. */
-const PREPARE_AHEAD = 4;
-import type { HashResult, PackResult } from './_worker.js';
+import { ChunkvaultError, toChunkvaultError } from './errors.js';
+import { DIGEST_BYTES, MIB, type CodecId } from './constants.js';
 import type { ChunkLocation } from './chunk-index.js';
 import type { CompressionSetting } from './codecs.js';
 import type { WorkerPool } from './worker-pool.js';
@@ -74,26 +71,14 @@ interface Counters {
   chunksDedup: number;
 }
 
+/** Bytes of chunks processed per window (per pipeline stage). */
+const WINDOW_BYTES = 4 * MIB;
+/** Windows being read, hashed and compressed beyond the one being appended. */
+const PREPARE_AHEAD = 3;
 /** Bytes of chunks per worker task: one round trip per batch amortises the messaging. */
 const TASK_BYTES = 1 * MIB;
-
-/** Splits items into consecutive groups of about TASK_BYTES (at least one item each). */
-function batchByBytes<T>(items: readonly T[], size: (x: T) => number = (x) => (x as SlotData).length): T[][] {
-  const out: T[][] = [];
-  let group: T[] = [];
-  let bytes = 0;
-  for (const it of items) {
-    group.push(it);
-    bytes += size(it);
-    if (bytes >= TASK_BYTES) {
-      out.push(group);
-      group = [];
-      bytes = 0;
-    }
-  }
-  if (group.length > 0) out.push(group);
-  return out;
-}
+/** Largest single read of consecutive planned slots. */
+const READ_BYTES = 1 * MIB;
 
 /** Slots to read for `req` (see the module comment). */
 export function planSlots(g: MapGeometry, changed: readonly Extent[] | undefined, parent: PointRecord | null): SlotRange[] {
@@ -183,46 +168,69 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
 
 /** A window whose chunks are hashed, looked up and compressed, ready to append. */
 interface PreparedWindow {
-  readonly items: SlotData[];
-  readonly data: SlotData[];
-  readonly hashed: HashResult[];
+  /** Window-relative indexes of the non-zero planned slots, ascending. */
+  readonly data: number[];
+  /** Index location of each of `data` (undefined: not stored yet). */
   readonly locations: (ChunkLocation | undefined)[];
-  readonly packed: Map<number, PackResult>;
+}
+
+/** Window-relative slot indexes of the plan inside [first, end); `ranges` ascending. */
+function plannedIn(ranges: readonly SlotRange[], first: number, end: number): number[] {
+  const out: number[] = [];
+  for (const r of ranges) {
+    if (r.end <= first) continue;
+    if (r.first >= end) break;
+    for (let s = Math.max(r.first, first); s < Math.min(r.end, end); s++) out.push(s - first);
+  }
+  return out;
+}
+
+/** Splits sorted indexes into runs of consecutive values of at most `max` each. */
+function runsOf(idx: readonly number[], max: number): number[][] {
+  const runs: number[][] = [];
+  let run: number[] = [];
+  for (const i of idx) {
+    if (run.length > 0 && (i !== run[run.length - 1]! + 1 || run.length >= max)) {
+      runs.push(run);
+      run = [];
+    }
+    run.push(i);
+  }
+  if (run.length > 0) runs.push(run);
+  return runs;
 }
 
 class BackupJob {
   readonly writer: ChunkWriter;
   private readonly counters: Counters = { bytesRead: 0, rawNew: 0, chunksRead: 0, chunksZero: 0, chunksNew: 0, chunksDedup: 0 };
   private readonly window: number;
-  private readonly buffers: BufferPool;
-  private readonly reader: SlotReader;
+  private readonly slabs: SlabPool;
+  private readonly reads: Semaphore;
+  private readonly readsInFlight = new Set<Promise<void>>();
   private readonly pool: WorkerPool;
   private readonly compression: CompressionSetting;
   private readonly totalBytes: number;
+  private cancelled = false;
   /** Fraction of recent chunks that were new: above 1/2, compress while hashing. */
   private newRatio = 1;
 
-  constructor(repo: Repository, private readonly req: BackupRequest, private readonly g: MapGeometry, ranges: SlotRange[], writer: ChunkWriter) {
+  constructor(repo: Repository, private readonly req: BackupRequest, private readonly g: MapGeometry, private readonly ranges: SlotRange[], writer: ChunkWriter) {
     this.writer = writer;
     this.window = Math.max(4, Math.floor(WINDOW_BYTES / g.chunkSize));
-    const concurrency = req.readConcurrency ?? 4;
-    // One window appending, PREPARE_AHEAD being hashed, one read ahead, plus reads in flight.
-    this.buffers = new BufferPool(g.chunkSize, this.window * (2 + PREPARE_AHEAD) + concurrency);
-    this.reader = new SlotReader(req.source, g, ranges, this.buffers, concurrency, this.window + concurrency);
+    // One window appending, PREPARE_AHEAD being read and prepared, one waiting to read.
+    this.slabs = new SlabPool(2 + PREPARE_AHEAD, this.window, g.chunkSize);
+    this.reads = new Semaphore(req.readConcurrency ?? 4);
     this.pool = repo.pool();
     this.compression = repo.config.compression;
     this.totalBytes = Math.min(slotCountOf(ranges) * g.chunkSize, g.diskSize);
   }
 
   /**
-   * Window pipeline: up to PREPARE_AHEAD windows are hashed and compressed on the pool
-   * while the oldest is appended to the container and the map (appends stay in slot
-   * order). More than one window ahead keeps the workers busy while the main thread
-   * waits for the reads of the next window.
+   * Window pipeline: up to PREPARE_AHEAD windows are read, hashed and compressed while
+   * the oldest is appended to the container and the map (appends stay in slot order).
    */
   async run(mapWriter: MapWriter, parentMap: MapReader | undefined): Promise<void> {
     const parentSlots = parentMap?.geometry.slotCount ?? 0;
-    let pending = await this.reader.next();
     const inFlight: Promise<void>[] = [];
     let chain: Promise<void> = Promise.resolve();
     try {
@@ -231,18 +239,17 @@ class BackupJob {
         const end = Math.min(first + this.window, this.g.slotCount);
         const digests = new Uint8Array((end - first) * DIGEST_BYTES);
         if (parentMap && first < parentSlots) digests.set(await parentMap.readSlots(first, Math.min(end, parentSlots) - first));
-        const items: SlotData[] = [];
-        while (pending && pending.slot < end) {
-          items.push(pending);
-          pending = await this.reader.next();
-        }
-        const prepared = this.prepare(items, digests, first);
-        prepared.catch(() => undefined);
+        const planned = plannedIn(this.ranges, first, end);
+        const slab = planned.length > 0 ? await this.slabs.acquire() : undefined;
+        const prepared = slab ? this.read(slab, first, planned).then(() => this.prepare(slab, planned, digests)) : undefined;
+        prepared?.catch(() => undefined);
         const previous = chain;
         chain = (async () => {
           await previous;
-          const w = await prepared;
-          await this.append(w, digests, first);
+          if (slab && prepared) {
+            await this.append(slab, await prepared, digests);
+            this.slabs.release(slab);
+          }
           await mapWriter.append(digests);
           this.req.onProgress?.({ done: this.counters.bytesRead, total: this.totalBytes });
         })();
@@ -260,74 +267,113 @@ class BackupJob {
     return { ...this.counters, bytesNew: this.writer.bytesAdded, durationMs };
   }
 
+  /** Stops starting reads, waits for those in flight, drops the open container. */
   async abort(): Promise<void> {
-    await Promise.allSettled([this.reader.cancel(), this.writer.abort()]);
+    this.cancelled = true;
+    await Promise.allSettled([...this.readsInFlight, this.writer.abort()]);
   }
 
-  /** Zero check, then hash (and maybe compress) on the pool, lookup, compress misses. */
-  private async prepare(items: SlotData[], digests: Uint8Array, first: number): Promise<PreparedWindow> {
-    const data = items.filter((it) => {
-      if (!this.countZero(it)) return true;
-      digests.fill(0, (it.slot - first) * DIGEST_BYTES, (it.slot - first + 1) * DIGEST_BYTES);
-      return false;
-    });
+  /** Reads the planned slots of a window into its slab, consecutive slots in one read. */
+  private async read(slab: SlabViews, first: number, planned: number[]): Promise<void> {
+    const perRead = Math.max(1, Math.floor(READ_BYTES / this.g.chunkSize));
+    await Promise.all(runsOf(planned, perRead).map((run) => this.track(this.readRun(slab, first, run))));
+  }
+
+  private track(p: Promise<void>): Promise<void> {
+    this.readsInFlight.add(p);
+    void p.finally(() => this.readsInFlight.delete(p)).catch(() => undefined);
+    return p;
+  }
+
+  private async readRun(slab: SlabViews, first: number, run: number[]): Promise<void> {
+    let length = 0;
+    for (const i of run) {
+      slab.length[i] = slotLength(this.g, first + i);
+      length += slab.length[i]!;
+    }
+    const at = run[0]! * this.g.chunkSize;
+    const offset = (first + run[0]!) * this.g.chunkSize;
+    try {
+      await this.reads.run(async () => {
+        // Reads still queued when the backup failed are not sent (each could retry at length).
+        if (this.cancelled) throw new ChunkvaultError('INTERRUPTED', 'read cancelled');
+        await this.req.source.readInto(slab.raw.subarray(at, at + length), offset);
+      });
+    } catch (err) {
+      if (err instanceof ChunkvaultError) throw err;
+      throw new ChunkvaultError('SOURCE_READ_FAILED', `reading the source at offset ${offset} failed`, {
+        cause: toChunkvaultError(err, 'read'),
+        details: { offset, length },
+      });
+    }
+    this.counters.bytesRead += length;
+    this.counters.chunksRead += run.length;
+  }
+
+  /** Runs prepare tasks over `slots` of the slab in batches of about TASK_BYTES. */
+  private async onPool(slab: SlabViews, slots: number[], hash: boolean, compress: CompressionSetting | undefined): Promise<void> {
+    const per = Math.max(1, Math.floor(TASK_BYTES / this.g.chunkSize));
+    const tasks: Promise<void>[] = [];
+    for (let k = 0; k < slots.length; k += per) {
+      tasks.push(this.pool.prepare({ slab, slots: slots.slice(k, k + per), hash, ...(compress ? { compress } : {}) }));
+    }
+    await Promise.all(tasks);
+  }
+
+  /** Zero check and hashes (and maybe compression) on the pool, lookup, compress misses. */
+  private async prepare(slab: SlabViews, planned: number[], digests: Uint8Array): Promise<PreparedWindow> {
     const speculative = this.newRatio > 0.5 && this.compression.codec !== 'none';
-    const extra = speculative ? { compress: this.compression } : {};
-    const batches = batchByBytes(data).map((group) => this.pool.hash(group.map((it) => ({ buf: it.buf, length: it.length, ...extra }))));
-    const hashed = (await Promise.all(batches)).flat();
-    hashed.forEach((h, i) => ((data[i] as SlotData).buf = h.buf));
-    const locations = await this.writer.lookup(hashed.map((h) => h.digest));
-    const packed = await this.packMisses(data, hashed, locations.map((l) => l === undefined));
-    return { items, data, hashed, locations, packed };
+    await this.onPool(slab, planned, true, speculative ? this.compression : undefined);
+    const data: number[] = [];
+    for (const i of planned) {
+      if (slab.zero[i] === 0) data.push(i);
+      else {
+        this.counters.chunksZero++;
+        digests.fill(0, i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
+      }
+    }
+    const locations = await this.writer.lookup(data.map((i) => slab.digest.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES)));
+    if (!speculative) {
+      const misses = data.filter((_, k) => locations[k] === undefined);
+      if (this.compression.codec === 'none') this.storeRaw(slab, misses);
+      else await this.onPool(slab, misses, false, this.compression);
+    }
+    return { data, locations };
+  }
+
+  /** Codec none: the payload is the raw bytes, copied into the payload area. */
+  private storeRaw(slab: SlabViews, slots: number[]): void {
+    for (const i of slots) {
+      const raw = slab.raw.subarray(i * this.g.chunkSize, i * this.g.chunkSize + slab.length[i]!);
+      slab.out.set(raw, i * slab.outStride);
+      slab.codec[i] = 0;
+      slab.payloadLength[i] = raw.length;
+      slab.payloadHash[i] = slab.check[i]!;
+    }
   }
 
   /** Appends the window's new chunks in slot order and fills its map digests. */
-  private async append(w: PreparedWindow, digests: Uint8Array, first: number): Promise<void> {
+  private async append(slab: SlabViews, w: PreparedWindow, digests: Uint8Array): Promise<void> {
     let added = 0;
-    for (let i = 0; i < w.data.length; i++) {
-      const it = w.data[i] as SlotData;
-      const h = w.hashed[i] as HashResult;
-      const loc = w.locations[i] ?? this.writer.pendingLocation(h.digest);
-      if (loc) ChunkWriter.checkHit(h.digest, loc, h.checkHash);
+    for (let k = 0; k < w.data.length; k++) {
+      const i = w.data[k]!;
+      const digest = slab.digest.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
+      const loc = w.locations[k] ?? this.writer.pendingLocation(digest);
+      if (loc) ChunkWriter.checkHit(digest, loc, slab.check[i]!);
       else {
-        const p = w.packed.get(i) ?? h.compressed;
-        if (!p) throw new ChunkvaultError('INTERNAL', 'missing compressed chunk');
+        const storedLength = slab.payloadLength[i]!;
         await this.writer.add({
-          header: { codec: p.codec, rawLength: it.length, storedLength: p.payload.length, digest: h.digest, checkHash: h.checkHash, payloadHash: p.payloadHash },
-          payload: p.payload,
+          // The header outlives the slab (footer, index): its digest is a copy.
+          header: { codec: slab.codec[i] as CodecId, rawLength: slab.length[i]!, storedLength, digest: digest.slice(), checkHash: slab.check[i]!, payloadHash: slab.payloadHash[i]! },
+          payload: slab.out.subarray(i * slab.outStride, i * slab.outStride + storedLength),
         });
         added++;
-        this.counters.rawNew += it.length;
+        this.counters.rawNew += slab.length[i]!;
       }
-      digests.set(h.digest, (it.slot - first) * DIGEST_BYTES);
+      digests.set(digest, i * DIGEST_BYTES);
     }
     this.counters.chunksNew += added;
     this.counters.chunksDedup += w.data.length - added;
     if (w.data.length > 0) this.newRatio = added / w.data.length;
-    for (const it of w.items) this.buffers.release(it.buf);
-  }
-
-  /** Counts the slot as read; true (and digest stays zero) when it is all zeros. */
-  private countZero(it: SlotData): boolean {
-    this.counters.bytesRead += it.length;
-    this.counters.chunksRead++;
-    if (!isAllZero(it.buf.subarray(0, it.length))) return false;
-    this.counters.chunksZero++;
-    return true;
-  }
-
-  private async packMisses(data: SlotData[], hashed: HashResult[], miss: boolean[]): Promise<Map<number, PackResult>> {
-    const todo = data.map((it, i) => ({ it, i })).filter(({ i }) => miss[i] && !hashed[i]?.compressed);
-    const out = new Map<number, PackResult>();
-    const jobs = batchByBytes(todo, (x) => x.it.length).map(async (group) => {
-      const results = await this.pool.compress(group.map(({ it }) => ({ buf: it.buf, length: it.length, ...this.compression })));
-      results.forEach((r, k) => {
-        const { it, i } = group[k]!;
-        it.buf = r.buf;
-        out.set(i, r.packed);
-      });
-    });
-    await Promise.all(jobs);
-    return out;
   }
 }

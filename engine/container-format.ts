@@ -86,7 +86,7 @@ export function decodeContainerHeader(buf: Uint8Array): Uint8Array {
   return buf.slice(16, 32);
 }
 
-export function encodeRecordHeader(h: RecordHeader, target = new Uint8Array(RECORD_HEADER_BYTES)): Uint8Array {
+export function encodeRecordHeader(h: RecordHeader, target: Uint8Array = new Uint8Array(RECORD_HEADER_BYTES)): Uint8Array {
   const dv = view(target);
   target.set(RECORD_MAGIC, 0);
   dv.setUint8(4, h.codec);

@@ -3,9 +3,11 @@
  * `ContainerReader` opens a sealed container and reads records back. Byte layout in
  * container-format.ts; commit order in FORMAT.md.
  *
- * Writer invariants: records are copied into one reused STAGE_BYTES buffer and
- * written with one call per fill (large sequential appends, no per-record allocation); the first I/O error is sticky and
- * every later call fails with it (a half-written container is never sealed).
+ * Writer invariants: records are copied into a STAGE_BYTES buffer and written with one
+ * call per fill (large sequential appends, no per-record allocation). Two stages per
+ * writer, from a process-wide free list: one fills while the other is being written
+ * (write-behind, one write in flight). The first I/O error is sticky and every later
+ * call fails with it (a half-written container is never sealed).
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -38,6 +40,17 @@ import { bindingOf, keys, uploadContainer } from './object-repo/binding.js';
 import type { ObjectReader } from './storage/index.js';
 
 const STAGE_BYTES = 8 * 1024 * 1024;
+/** Stage buffers kept for the next writer (two per writer; a backup has one open and one sealing). */
+const spareStages: Uint8Array[] = [];
+const MAX_SPARE_STAGES = 4;
+
+function takeStage(): Uint8Array {
+  return spareStages.pop() ?? new Uint8Array(STAGE_BYTES);
+}
+
+function giveStage(stage: Uint8Array): void {
+  if (spareStages.length < MAX_SPARE_STAGES) spareStages.push(stage);
+}
 
 /** `containers/<xx>/<id>.ctr` */
 export function containerPath(repoDir: string, id: string): string {
@@ -57,8 +70,10 @@ export class ContainerWriter {
   readonly id: string;
   private readonly entries: FooterEntry[] = [];
   private size = CONTAINER_HEADER_BYTES;
-  /** Reused staging buffer: records are copied in and written with one call per fill. */
-  private readonly stage = new Uint8Array(STAGE_BYTES);
+  /** The stage being filled, and the other one (free, or being written by `writing`). */
+  private stage = takeStage();
+  private spare: Uint8Array | undefined = takeStage();
+  private writing: Promise<void> | undefined;
   private staged = 0;
   private writtenBytes = 0;
   private failure: ChunkvaultError | undefined;
@@ -130,6 +145,7 @@ export class ContainerWriter {
       await this.fh.datasync();
       await this.fh.close();
       this.sealed = true;
+      this.releaseStages();
       await publish(containerTmpPath(this.repoDir, this.id), containerPath(this.repoDir, this.id));
       // On an object store the container is durable only once uploaded: before its index entries.
       const binding = bindingOf(this.repoDir);
@@ -144,18 +160,49 @@ export class ContainerWriter {
   async abort(): Promise<void> {
     if (this.sealed) return;
     this.sealed = true;
+    await this.writing?.catch(() => undefined);
+    this.releaseStages();
     await this.fh.close().catch(() => undefined);
     await fsp.rm(containerTmpPath(this.repoDir, this.id), { force: true });
   }
 
+  /**
+   * Starts writing the stage and switches to the other one; waits only for the write
+   * before it (one in flight). Its failure is sticky: the next call throws it.
+   */
   private async flush(): Promise<void> {
     if (this.staged === 0) return;
+    await this.settleWrite();
+    const full = this.stage;
     const n = this.staged;
+    this.stage = this.spare ?? takeStage();
+    this.spare = undefined;
     this.staged = 0;
-    await this.writeDirect(this.stage.subarray(0, n));
+    this.writing = this.writeAt(full.subarray(0, n)).finally(() => (this.spare = full));
+    this.writing.catch(() => undefined);
   }
 
+  /** Waits for the write in flight; rethrows its failure. */
+  private async settleWrite(): Promise<void> {
+    const w = this.writing;
+    this.writing = undefined;
+    await w;
+  }
+
+  private releaseStages(): void {
+    giveStage(this.stage);
+    if (this.spare) giveStage(this.spare);
+    this.spare = undefined;
+  }
+
+  /** Writes `data` after everything staged or in flight. */
   private async writeDirect(data: Uint8Array): Promise<void> {
+    await this.flush();
+    await this.settleWrite();
+    await this.writeAt(data);
+  }
+
+  private async writeAt(data: Uint8Array): Promise<void> {
     try {
       let done = 0;
       while (done < data.length) {

@@ -11,7 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { ChunkvaultError, type ErrorCode } from './errors.js';
 import { Semaphore } from './_buffer-pool.js';
-import type { HashResult, HashTask, OpenTask, PackResult, PackSizesTask, PackTask, ScanResult, ScanTask, WorkerError } from './_worker.js';
+import type { HashResult, HashTask, OpenTask, PackResult, PackSizesTask, PackTask, PrepareResult, PrepareTask, ScanResult, ScanTask, WorkerError } from './_worker.js';
 
 /** Resolves the compiled worker (tests run the TypeScript sources, workers need JS). */
 function workerFile(): string {
@@ -54,6 +54,15 @@ export class WorkerPool {
   /** Hashes a batch of chunks in one task (their buffers move to the worker and back). */
   hash(tasks: readonly HashTask[]): Promise<HashResult[]> {
     return this.run(tasks, 'hash', tasks.map((t) => t.buf));
+  }
+
+  /**
+   * Backup hot path: zero check, hashes and/or compression of slots of a window slab,
+   * in place in its shared memory (nothing moves); rejects with the worker's error code.
+   */
+  async prepare(task: PrepareTask): Promise<void> {
+    const result: PrepareResult = await this.run(task, 'prepare', []);
+    if ('error' in result) throw new ChunkvaultError(result.error.code as ErrorCode, result.error.message);
   }
 
   /** Compresses a batch of chunks in one task. */
