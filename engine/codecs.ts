@@ -78,6 +78,10 @@ export function compressInto(raw: Uint8Array, setting: CompressionSetting, out: 
   return { codec: CODEC_IDS.none, length: raw.length };
 }
 
+function corrupt(message: string): ChunkvaultError {
+  return new ChunkvaultError('CHUNK_CORRUPT', `decompression failed: ${message}`);
+}
+
 /**
  * Decompresses `payload` into `out`, which must be exactly the chunk's raw length;
  * anything else, or a malformed payload, is CHUNK_CORRUPT.
@@ -92,11 +96,11 @@ export function decompressInto(codec: CodecId, payload: Uint8Array, out: Uint8Ar
       dctx ??= new zstd.DCtx();
       n = dctx.decompress(out, payload);
     } else if (codec === CODEC_IDS.lz4) {
-      if (payload.length < LZ4_PREFIX) throw new Error('LZ4 payload shorter than its length prefix');
+      if (payload.length < LZ4_PREFIX) throw corrupt('LZ4 payload shorter than its length prefix');
       const declared = new DataView(payload.buffer, payload.byteOffset, LZ4_PREFIX).getUint32(0, true);
-      if (declared !== out.length) throw new Error(`LZ4 payload declares ${declared} bytes`);
+      if (declared !== out.length) throw corrupt(`LZ4 payload declares ${declared} bytes, expected ${out.length}`);
       n = lz4.uncompress(payload.subarray(LZ4_PREFIX), out);
-      if (n < 0) throw new Error(`malformed LZ4 block (at byte ${-n})`);
+      if (n < 0) throw corrupt(`malformed LZ4 block (at byte ${-n})`);
     } else throw new ChunkvaultError('CHUNK_CORRUPT', `unknown codec ${codec}`);
   } catch (err) {
     if (err instanceof ChunkvaultError) throw err;
