@@ -16,6 +16,7 @@ import type { CodecId, CodecName } from './constants.js';
 await initHashing();
 
 export * from './_worker-prepare.js';
+export * from './_worker-open.js';
 
 export interface WorkerError {
   readonly error: { readonly code: string; readonly message: string };

@@ -345,6 +345,16 @@ export class ContainerReader {
   }
 
   /**
+   * Reads `buf.length` bytes at `position` into `buf` (many records at once: the batch
+   * read path), through the same source, and read-ahead, as `readRecord`.
+   */
+  async readInto(buf: Uint8Array, position: number): Promise<void> {
+    if (position + buf.length > this.fileSize) throw this.corrupt(`range at ${position} beyond end`);
+    const n = await this.src.readAt(buf, position);
+    if (n !== buf.length) throw this.corrupt(`short read at ${position}`);
+  }
+
+  /**
    * Walks record headers from the start (recovery when the footer is damaged or the
    * container was never sealed). Stops at the first record that does not parse.
    */

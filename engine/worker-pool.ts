@@ -12,6 +12,7 @@ import { Piscina } from 'piscina';
 import { ChunkvaultError, type ErrorCode } from './errors.js';
 import { Semaphore } from './_buffer-pool.js';
 import type { HashResult, HashTask, OpenTask, PackResult, PackSizesTask, PackTask, PrepareResult, PrepareTask, ScanResult, ScanTask, WorkerError } from './_worker.js';
+import type { OpenBatchFailure, OpenBatchTask } from './_worker-open.js';
 
 /** Resolves the compiled worker (tests run the TypeScript sources, workers need JS). */
 function workerFile(): string {
@@ -77,6 +78,14 @@ export class WorkerPool {
       throw new ChunkvaultError(result.error.code as ErrorCode, result.error.message);
     }
     return result.raw;
+  }
+
+  /**
+   * Checks and decompresses many records in shared memory (engine/_worker-open.ts);
+   * nothing is transferred. Resolves with the failed records as data, or null.
+   */
+  openBatch(task: OpenBatchTask): Promise<OpenBatchFailure[] | null> {
+    return this.run(task, 'openBatch', []);
   }
 
   /** Estimation: digests (or zero flags) of ranges of one buffer, and CDC cut candidates. */
