@@ -94,12 +94,12 @@ const f = (n: number, d = 2): string => n.toFixed(d);
 export function printRows(rows: readonly Row[]): void {
   const sorted = [...rows].sort((a, b) => STEPS.indexOf(a.step) - STEPS.indexOf(b.step) || label(a).localeCompare(label(b)));
   printTable(
-    ['step', 'tool', 'config', 'wall s', 'of it sync s', 'CPU s', 'peak RSS MiB', 'MB/s', 'repo size', 'ok'],
+    ['step', 'tool', 'config', 'wall s (median [range])', 'of it sync s', 'CPU s', 'peak RSS MiB', 'MB/s', 'repo size', 'ok'],
     sorted.map((r) => [
       r.step,
       r.tool,
       r.config,
-      f(r.wallSec),
+      r.wallRuns && r.wallRuns.length > 1 ? `${f(r.wallSec)} [${f(Math.min(...r.wallRuns))}-${f(Math.max(...r.wallRuns))}]` : f(r.wallSec),
       r.syncSec === undefined ? '' : f(r.syncSec),
       f(r.cpuSec),
       f(r.maxRssMiB, 0),

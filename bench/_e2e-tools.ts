@@ -50,6 +50,24 @@ export interface Row {
   /** Restore steps: output is byte-identical (SHA-256) to the image. */
   readonly verified?: boolean;
   readonly detail?: unknown;
+  /** With --repeat: the wall seconds of every run of this step (the row is the median run). */
+  readonly wallRuns?: readonly number[];
+}
+
+/**
+ * Runs of the same subject merged step by step: each step's row is the run with the
+ * median wall time (its CPU, RSS and sizes with it), and `wallRuns` lists all of them.
+ * A restore that failed its check in any run keeps `verified: false`.
+ */
+export function medianRows(runs: readonly (readonly Row[])[]): Row[] {
+  const first = runs[0] ?? [];
+  return first.map((_, i) => {
+    const same = runs.map((r) => r[i]).filter((r): r is Row => r !== undefined);
+    const sorted = [...same].sort((a, b) => a.wallSec - b.wallSec);
+    const mid = sorted[Math.floor((sorted.length - 1) / 2)]!;
+    const failed = same.some((r) => r.verified === false);
+    return { ...mid, wallRuns: same.map((r) => r.wallSec), ...(failed ? { verified: false } : {}) };
+  });
 }
 
 export interface Ctx {

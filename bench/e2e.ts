@@ -1,7 +1,7 @@
 /**
  * End-to-end benchmark: chunkvault against restic and borg on the same disk images.
  *
- *   npm run bench:e2e [-- --size 2G --quick --json FILE --keep DIR --tools LIST --no-extra --profile]
+ *   npm run bench:e2e [-- --size 2G --quick --json FILE --keep DIR --tools LIST --no-extra --profile --repeat N]
  *
  * Day 1 is a raw image (default 2 GiB, --quick 512 MiB) of a real ext4 filesystem
  * populated from host files to about 65 %, free space zero, written densely. Day 2
@@ -10,7 +10,7 @@
  * re-read of day 2 with no extent list) -> restore day 1 -> restore day 2, and each
  * restore is checked byte-identical (SHA-256). Subjects:
  *
- *   chunkvault: default (zstd:1, 256 KiB); and unless --no-extra: lz4, zstd:3, and
+ *   chunkvault: default (lz4, 256 KiB); and unless --no-extra: zstd:1, zstd:3, and
  *               the default pinned to one core (taskset) to show how the pool scales
  *   restic:     repository v2, compression auto
  *   borg:       default chunker and fixed,4194304, each with lz4 and zstd,3
@@ -22,7 +22,9 @@
  * incremental and restore under `node --cpu-prof` (default settings, a fresh
  * repository) and prints the top self-time frames of each (profiles are left in the
  * work directory, removed unless --keep). `--tools` takes a comma list of
- * chunkvault,restic,borg. Work happens in a fresh directory under the system temp
+ * chunkvault,restic,borg. `--repeat N` runs every subject N times, each from a fresh
+ * repository, and reports per step the run with the median wall time (all wall times
+ * are in the JSON and the table). Work happens in a fresh directory under the system temp
  * dir, or in --keep DIR, which is then left in place.
  */
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -33,7 +35,7 @@ import { available, run, sha256File } from './_e2e-exec.js';
 import { buildDay1, type Day1, type Day2, makeDay2 } from './_e2e-image.js';
 import { printProfiles, profileChunkvault } from './_e2e-profile.js';
 import { printRatios, printRows, ratios } from './_e2e-report.js';
-import { borg, chunkvault, type Ctx, restic, type Row, runSubject, type Subject } from './_e2e-tools.js';
+import { borg, chunkvault, type Ctx, medianRows, restic, type Row, runSubject, type Subject } from './_e2e-tools.js';
 import { bytes, machineInfo, printMachine, watchOtherLoad, writeJson } from './_report.js';
 
 const MIB = 1024 * 1024;
@@ -51,6 +53,7 @@ interface Args {
   tools: Set<string>;
   extra: boolean;
   profile: boolean;
+  repeat: number;
 }
 
 function parseSize(s: string): number {
@@ -63,7 +66,7 @@ function parseSize(s: string): number {
 }
 
 function parseArgs(argv: readonly string[]): Args {
-  const a: Args = { sizeBytes: 0, quick: false, json: join(ROOT, 'bench', 'out', 'e2e.json'), keep: undefined, tools: new Set(['chunkvault', 'restic', 'borg']), extra: true, profile: false };
+  const a: Args = { sizeBytes: 0, quick: false, json: join(ROOT, 'bench', 'out', 'e2e.json'), keep: undefined, tools: new Set(['chunkvault', 'restic', 'borg']), extra: true, profile: false, repeat: 1 };
   let size: string | undefined;
   const value = (i: number, name: string): string => {
     const v = argv[i];
@@ -79,7 +82,8 @@ function parseArgs(argv: readonly string[]): Args {
     else if (arg === '--json') a.json = resolve(value(++i, arg));
     else if (arg === '--keep') a.keep = resolve(value(++i, arg));
     else if (arg === '--tools') a.tools = new Set(value(++i, arg).split(','));
-    else throw new Error(`unknown argument ${arg}; use [--size SIZE] [--quick] [--json FILE] [--keep DIR] [--tools LIST] [--no-extra] [--profile]`);
+    else if (arg === '--repeat') a.repeat = Math.max(1, Math.floor(Number(value(++i, arg))) || 1);
+    else throw new Error(`unknown argument ${arg}; use [--size SIZE] [--quick] [--json FILE] [--keep DIR] [--tools LIST] [--no-extra] [--profile] [--repeat N]`);
   }
   a.sizeBytes = parseSize(size ?? (a.quick ? '512M' : '2G'));
   return a;
@@ -106,15 +110,15 @@ function checkPrograms(args: Args): Record<string, string> {
 function subjects(ctx: Ctx, args: Args): Subject[] {
   const list: Subject[] = [];
   const cv = args.tools.has('chunkvault');
-  if (cv) list.push(chunkvault(ctx, 'zstd:1 (default)', 'zstd-1', [], ['full', 'incremental', 'reread']));
+  if (cv) list.push(chunkvault(ctx, 'lz4 (default)', 'lz4', [], ['full', 'incremental', 'reread']));
   if (args.tools.has('restic')) list.push(restic(ctx));
   if (args.tools.has('borg')) {
     for (const chunker of ['buzhash', 'fixed4M'] as const) for (const c of ['lz4', 'zstd,3'] as const) list.push(borg(ctx, chunker, c));
   }
   if (cv && args.extra) {
-    list.push(chunkvault(ctx, 'lz4', 'lz4', ['--compression', 'lz4'], ['full', 'incremental', 'reread']));
+    list.push(chunkvault(ctx, 'zstd:1', 'zstd-1', ['--compression', 'zstd:1'], ['full', 'incremental', 'reread']));
     list.push(chunkvault(ctx, 'zstd:3', 'zstd-3', ['--compression', 'zstd:3'], ['full', 'incremental', 'reread']));
-    list.push(chunkvault(ctx, 'zstd:1, 1 core', 'zstd-1', [], ['full'], ['taskset', '-c', '0']));
+    list.push(chunkvault(ctx, 'lz4, 1 core', 'lz4', [], ['full'], ['taskset', '-c', '0']));
   }
   return list;
 }
@@ -188,9 +192,13 @@ function main(): void {
     const ctx: Ctx = { tmp, ...images, cli, log };
     const rows: Row[] = [];
     for (const s of subjects(ctx, args)) {
-      log(`${s.tool} ${s.config}`);
-      rows.push(...runSubject(ctx, s, join(tmp, 'time.txt')));
-      if (!args.keep) rmSync(s.repo, { recursive: true, force: true });
+      const runs: Row[][] = [];
+      for (let r = 1; r <= args.repeat; r++) {
+        log(`${s.tool} ${s.config}${args.repeat > 1 ? `, run ${r} of ${args.repeat}` : ''}`);
+        runs.push(runSubject(ctx, s, join(tmp, 'time.txt')));
+        if (!args.keep || r < args.repeat) rmSync(s.repo, { recursive: true, force: true });
+      }
+      rows.push(...medianRows(runs));
     }
     const profile = args.profile && args.tools.has('chunkvault') ? profileChunkvault(ctx) : undefined;
     const loadEnd = loadavg();

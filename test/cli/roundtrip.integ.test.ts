@@ -246,7 +246,8 @@ describe('small chunks on compressible data', () => {
     const sha = await makeTextImage(image, 40 * MiB, 'text');
     const b = await backupOk(repo, image, 'vm-text');
     expect(b.chunksNew).toBe(160);
-    expect(b.bytesNew).toBeLessThan(b.rawNew / 2);
+    // Compressed (the default LZ4 stores this text at about 0.6 of its size, zstd:1 under 0.5).
+    expect(b.bytesNew).toBeLessThan(b.rawNew * 0.7);
     expect(await restoreSha(repo, b.point, dir)).toBe(sha);
     await checkRepo(repo);
   });
@@ -267,10 +268,12 @@ describe('codecs and chunk sizes', () => {
   // chunkSize undefined: the default, whatever it is.
   const variants: { name: string; flags: string[]; codec: string; level?: number; chunkSize?: number }[] = [
     { name: 'lz4', flags: ['--compression', 'lz4'], codec: 'lz4' },
+    { name: 'zstd:1', flags: ['--compression', 'zstd:1'], codec: 'zstd', level: 1 },
     { name: 'zstd:9', flags: ['--compression', 'zstd:9'], codec: 'zstd', level: 9 },
     { name: 'none', flags: ['--compression', 'none'], codec: 'none' },
-    { name: '64K chunks', flags: ['--chunk-size', '64K'], codec: 'zstd', chunkSize: 64 * KiB },
-    { name: '4M chunks', flags: ['--chunk-size', '4M'], codec: 'zstd', chunkSize: 4 * MiB },
+    // The default codec is LZ4.
+    { name: '64K chunks', flags: ['--chunk-size', '64K'], codec: 'lz4', chunkSize: 64 * KiB },
+    { name: '4M chunks', flags: ['--chunk-size', '4M'], codec: 'lz4', chunkSize: 4 * MiB },
   ];
 
   for (const v of variants) {
