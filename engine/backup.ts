@@ -174,15 +174,25 @@ interface PreparedWindow {
   readonly locations: (ChunkLocation | undefined)[];
 }
 
-/** Window-relative slot indexes of the plan inside [first, end); `ranges` ascending. */
-function plannedIn(ranges: readonly SlotRange[], first: number, end: number): number[] {
-  const out: number[] = [];
-  for (const r of ranges) {
-    if (r.end <= first) continue;
-    if (r.first >= end) break;
-    for (let s = Math.max(r.first, first); s < Math.min(r.end, end); s++) out.push(s - first);
+/**
+ * Window-relative slot indexes of the plan inside [first, end), for windows asked in
+ * ascending order: a cursor over the sorted ranges keeps the whole walk linear.
+ */
+class PlanCursor {
+  private at = 0;
+
+  constructor(private readonly ranges: readonly SlotRange[]) {}
+
+  slotsIn(first: number, end: number): number[] {
+    while (this.at < this.ranges.length && this.ranges[this.at]!.end <= first) this.at++;
+    const out: number[] = [];
+    for (let k = this.at; k < this.ranges.length; k++) {
+      const r = this.ranges[k]!;
+      if (r.first >= end) break;
+      for (let s = Math.max(r.first, first); s < Math.min(r.end, end); s++) out.push(s - first);
+    }
+    return out;
   }
-  return out;
 }
 
 /** Splits sorted indexes into runs of consecutive values of at most `max` each. */
@@ -231,6 +241,7 @@ class BackupJob {
    */
   async run(mapWriter: MapWriter, parentMap: MapReader | undefined): Promise<void> {
     const parentSlots = parentMap?.geometry.slotCount ?? 0;
+    const plan = new PlanCursor(this.ranges);
     const inFlight: Promise<void>[] = [];
     let chain: Promise<void> = Promise.resolve();
     try {
@@ -239,7 +250,7 @@ class BackupJob {
         const end = Math.min(first + this.window, this.g.slotCount);
         const digests = new Uint8Array((end - first) * DIGEST_BYTES);
         if (parentMap && first < parentSlots) digests.set(await parentMap.readSlots(first, Math.min(end, parentSlots) - first));
-        const planned = plannedIn(this.ranges, first, end);
+        const planned = plan.slotsIn(first, end);
         const slab = planned.length > 0 ? await this.slabs.acquire() : undefined;
         const prepared = slab ? this.read(slab, first, planned).then(() => this.prepare(slab, planned, digests)) : undefined;
         prepared?.catch(() => undefined);
