@@ -195,6 +195,27 @@ class PlanCursor {
   }
 }
 
+/** Parent map slots read per call: an incremental walks every window of the disk. */
+const PARENT_READ_SLOTS = 32768;
+
+/** The parent map's digests, read 1 MiB at a time (one window needs 512 bytes of them). */
+class ParentSlots {
+  private block: Uint8Array = new Uint8Array(0);
+  private blockFirst = 0;
+
+  constructor(private readonly map: MapReader) {}
+
+  async read(first: number, count: number): Promise<Uint8Array> {
+    if (first < this.blockFirst || (first + count - this.blockFirst) * DIGEST_BYTES > this.block.length) {
+      const n = Math.min(this.map.geometry.slotCount - first, Math.max(count, PARENT_READ_SLOTS));
+      this.block = await this.map.readSlots(first, n);
+      this.blockFirst = first;
+    }
+    const at = (first - this.blockFirst) * DIGEST_BYTES;
+    return this.block.subarray(at, at + count * DIGEST_BYTES);
+  }
+}
+
 /** Splits sorted indexes into runs of consecutive values of at most `max` each. */
 function runsOf(idx: readonly number[], max: number): number[][] {
   const runs: number[][] = [];
@@ -242,6 +263,7 @@ class BackupJob {
   async run(mapWriter: MapWriter, parentMap: MapReader | undefined): Promise<void> {
     const parentSlots = parentMap?.geometry.slotCount ?? 0;
     const plan = new PlanCursor(this.ranges);
+    const parent = parentMap ? new ParentSlots(parentMap) : undefined;
     const inFlight: Promise<void>[] = [];
     let chain: Promise<void> = Promise.resolve();
     try {
@@ -249,7 +271,7 @@ class BackupJob {
         if (this.req.signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'backup interrupted');
         const end = Math.min(first + this.window, this.g.slotCount);
         const digests = new Uint8Array((end - first) * DIGEST_BYTES);
-        if (parentMap && first < parentSlots) digests.set(await parentMap.readSlots(first, Math.min(end, parentSlots) - first));
+        if (parent && first < parentSlots) digests.set(await parent.read(first, Math.min(end, parentSlots) - first));
         const planned = plan.slotsIn(first, end);
         const slab = planned.length > 0 ? await this.slabs.acquire() : undefined;
         const prepared = slab ? this.read(slab, first, planned).then(() => this.prepare(slab, planned, digests)) : undefined;
