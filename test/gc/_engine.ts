@@ -10,7 +10,8 @@ import { restore } from '../../engine/index.js';
 export class MemorySource implements BlockSource {
   constructor(
     private readonly data: Uint8Array,
-    private readonly gate?: (offset: number) => Promise<void>,
+    /** Called before each read (a read may cover several consecutive chunks). */
+    private readonly gate?: (offset: number, length: number) => Promise<void>,
   ) {}
 
   get sizeBytes(): number {
@@ -18,7 +19,7 @@ export class MemorySource implements BlockSource {
   }
 
   async readInto(target: Uint8Array, offset: number): Promise<void> {
-    await this.gate?.(offset);
+    await this.gate?.(offset, target.length);
     target.set(this.data.subarray(offset, offset + target.length));
   }
 

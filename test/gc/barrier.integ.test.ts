@@ -42,15 +42,16 @@ function expectSomeResurrected(n: number): void {
   expect(n).toBeLessThan(SLOTS);
 }
 
-/** A backup of `data` that stops before reading its last chunk until `release` is called. */
+/** A backup of `data` that stops before the read of its last chunk until `release` is called. */
 function heldBackup(repo: Repository, data: Uint8Array) {
   let release!: () => void;
   let reachedEnd!: () => void;
   const released = new Promise<void>((r) => (release = r));
   const atEnd = new Promise<void>((r) => (reachedEnd = r));
   const last = data.length - CHUNK;
-  const source = new MemorySource(data, async (offset) => {
-    if (offset >= last) {
+  const source = new MemorySource(data, async (offset, length) => {
+    // Reads cover runs of consecutive chunks: hold the one that includes the last.
+    if (offset + length > last) {
       reachedEnd();
       await released;
     }
