@@ -20,7 +20,7 @@
 import { decompressInto } from './codecs.js';
 import { sha256, xxh64 } from './hashing.js';
 import { bytesEqual } from './_bytes.js';
-import { isChunkvaultError } from './errors.js';
+import { ChunkvaultError, isChunkvaultError } from './errors.js';
 import type { CodecId } from './constants.js';
 
 // Hashing is initialised by engine/_worker.ts, which re-exports this module: its
@@ -51,28 +51,33 @@ export interface OpenBatchFailure {
   readonly message: string;
 }
 
+/**
+ * The checks of one stored record, decompressing into `raw` (exactly its raw length):
+ * payload hash (when the record has one) before any decompressor sees the bytes, check
+ * hash after, SHA-256 when `digest` is given. Damage is CHUNK_CORRUPT.
+ */
+export function openInto(payload: Uint8Array, codec: CodecId, payloadHash: bigint | null, checkHash: bigint, digest: Uint8Array | null, raw: Uint8Array): void {
+  if (payloadHash !== null && xxh64(payload) !== payloadHash) throw corrupt('payload hash mismatch (stored bytes damaged)');
+  decompressInto(codec, payload, raw);
+  if (xxh64(raw) !== checkHash) throw corrupt('check hash mismatch after decompression');
+  if (digest && !bytesEqual(sha256(raw), digest)) throw corrupt('SHA-256 mismatch: chunk content differs from its identity');
+}
+
+function corrupt(message: string): ChunkvaultError {
+  return new ChunkvaultError('CHUNK_CORRUPT', message);
+}
+
 function openOne(task: OpenBatchTask, i: number): void {
   const f = i * OPEN_BATCH_FIELDS;
   const r = task.records;
   const payload = task.input.subarray(r[f]!, r[f]! + r[f + 1]!);
   const raw = task.output.subarray(r[f + 4]!, r[f + 4]! + r[f + 3]!);
-  if (xxh64(payload) !== task.hashes[2 * i]) throw new BatchFailure('CHUNK_CORRUPT', 'payload hash mismatch (stored bytes damaged)');
-  decompressInto(r[f + 2]! as CodecId, payload, raw);
-  if (xxh64(raw) !== task.hashes[2 * i + 1]) throw new BatchFailure('CHUNK_CORRUPT', 'check hash mismatch after decompression');
-  if (task.digests && !bytesEqual(sha256(raw), task.digests.subarray(32 * i, 32 * i + 32))) {
-    throw new BatchFailure('CHUNK_CORRUPT', 'SHA-256 mismatch: chunk content differs from its identity');
-  }
-}
-
-class BatchFailure {
-  constructor(
-    readonly code: string,
-    readonly message: string,
-  ) {}
+  const digest = task.digests ? task.digests.subarray(32 * i, 32 * i + 32) : null;
+  openInto(payload, r[f + 2]! as CodecId, task.hashes[2 * i]!, task.hashes[2 * i + 1]!, digest, raw);
 }
 
 function failure(index: number, err: unknown): OpenBatchFailure {
-  if (err instanceof BatchFailure || isChunkvaultError(err)) return { index, code: err.code, message: err.message };
+  if (isChunkvaultError(err)) return { index, code: err.code, message: err.message };
   return { index, code: 'INTERNAL', message: (err as Error)?.message ?? String(err) };
 }
 

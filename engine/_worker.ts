@@ -7,9 +7,9 @@
  * survive structured cloning.
  */
 import { move, transferableSymbol, valueSymbol } from 'piscina';
-import { compressChunk, decompressChunk } from './codecs.js';
+import { compressChunk } from './codecs.js';
+import { openInto } from './_worker-open.js';
 import { initHashing, sha256, xxh64 } from './hashing.js';
-import { bytesEqual } from './_bytes.js';
 import { isChunkvaultError } from './errors.js';
 import type { CodecId, CodecName } from './constants.js';
 
@@ -127,17 +127,8 @@ export interface OpenTask {
 /** Checks and decompresses a stored record; returns the raw bytes in fresh memory. */
 export function open(task: OpenTask): { raw: Uint8Array } | WorkerError {
   try {
-    if (task.payloadHash !== null && xxh64(task.payload) !== task.payloadHash) {
-      return { error: { code: 'CHUNK_CORRUPT', message: 'payload hash mismatch (stored bytes damaged)' } };
-    }
-    const decoded = decompressChunk(task.codec, task.payload, task.rawLength);
-    const raw = decoded === task.payload ? decoded : owned(decoded);
-    if (xxh64(raw) !== task.checkHash) {
-      return { error: { code: 'CHUNK_CORRUPT', message: 'check hash mismatch after decompression' } };
-    }
-    if (task.digest && !bytesEqual(sha256(raw), task.digest)) {
-      return { error: { code: 'CHUNK_CORRUPT', message: 'SHA-256 mismatch: chunk content differs from its identity' } };
-    }
+    const raw = new Uint8Array(task.rawLength);
+    openInto(task.payload, task.codec, task.payloadHash, task.checkHash, task.digest, raw);
     return transfer({ raw }, [raw.buffer]);
   } catch (err) {
     return fail(err);

@@ -355,7 +355,7 @@ class BackupJob {
 
   /** Zero check and hashes (and maybe compression) on the pool, lookup, compress misses. */
   private async prepare(slab: SlabViews, planned: number[], digests: Uint8Array): Promise<PreparedWindow> {
-    const speculative = this.newRatio > 0.5 && this.compression.codec !== 'none';
+    const speculative = this.newRatio > 0.5;
     await this.onPool(slab, planned, true, speculative ? this.compression : undefined);
     const data: number[] = [];
     for (const i of planned) {
@@ -366,23 +366,8 @@ class BackupJob {
       }
     }
     const locations = await this.writer.lookup(data.map((i) => slab.digest.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES)));
-    if (!speculative) {
-      const misses = data.filter((_, k) => locations[k] === undefined);
-      if (this.compression.codec === 'none') this.storeRaw(slab, misses);
-      else await this.onPool(slab, misses, false, this.compression);
-    }
+    if (!speculative) await this.onPool(slab, data.filter((_, k) => locations[k] === undefined), false, this.compression);
     return { data, locations };
-  }
-
-  /** Codec none: the payload is the raw bytes, copied into the payload area. */
-  private storeRaw(slab: SlabViews, slots: number[]): void {
-    for (const i of slots) {
-      const raw = slab.raw.subarray(i * this.g.chunkSize, i * this.g.chunkSize + slab.length[i]!);
-      slab.out.set(raw, i * slab.outStride);
-      slab.codec[i] = 0;
-      slab.payloadLength[i] = raw.length;
-      slab.payloadHash[i] = slab.check[i]!;
-    }
   }
 
   /** Appends the window's new chunks in slot order and fills its map digests. */

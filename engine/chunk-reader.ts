@@ -15,12 +15,12 @@
  *        slab, check hash, copies to the other offsets of the same digest
  */
 import { ContainerReader } from './container.js';
-import { decodeRecordHeader } from './container-format.js';
+import type { RecordHeader } from './container-format.js';
 import type { ChunkIndex, ChunkLocation } from './chunk-index.js';
 import type { WorkerPool } from './worker-pool.js';
 import { OPEN_BATCH_FIELDS, type OpenBatchFailure } from './_worker-open.js';
 import { ChunkvaultError, isChunkvaultError, toChunkvaultError, type ErrorCode } from './errors.js';
-import { bytesEqual, toHex } from './_bytes.js';
+import { toHex } from './_bytes.js';
 import { KIB, MIB, RECORD_HEADER_BYTES } from './constants.js';
 
 const MAX_OPEN_CONTAINERS = 32;
@@ -86,24 +86,11 @@ function chunkError(err: unknown, digest: Uint8Array, loc: ChunkLocation): Chunk
   return new ChunkvaultError('CHUNK_CORRUPT', message, { cause: err, details });
 }
 
-/** Checks a record header read from `containerId` against the index (as `ContainerReader.readRecord` + `read`). */
-function checkHeader(buf: Uint8Array, containerId: string, u: Unique): bigint {
-  const loc = u.loc!;
-  let header;
-  try {
-    header = decodeRecordHeader(buf, `record at ${loc.offset}`);
-  } catch (err) {
-    throw new ChunkvaultError('CONTAINER_CORRUPT', `container ${containerId}: ${(err as Error).message}`, { cause: err });
-  }
-  if (header.storedLength !== loc.storedLength || !bytesEqual(header.digest, u.digest)) {
-    throw new ChunkvaultError('CHUNK_CORRUPT', `container ${containerId}: record at ${loc.offset} is not the expected chunk`, {
-      details: { container: containerId, offset: loc.offset },
-    });
-  }
+/** A record header must agree with the index entry that led to it. */
+function checkAgainstIndex(header: RecordHeader, loc: ChunkLocation): void {
   if (header.checkHash !== loc.checkHash || header.codec !== loc.codec || header.rawLength !== loc.rawLength) {
     throw new ChunkvaultError('CHUNK_CORRUPT', 'record header disagrees with the index');
   }
-  return header.payloadHash;
 }
 
 /** Records of one container sorted by offset, coalesced; input slab offsets from `at`. */
@@ -174,9 +161,7 @@ export class ChunkReader {
     try {
       const container = await this.container(loc.containerId);
       const rec = await container.readRecord(loc.offset, loc.storedLength, digest);
-      if (rec.header.checkHash !== loc.checkHash || rec.header.codec !== loc.codec || rec.header.rawLength !== loc.rawLength) {
-        throw new ChunkvaultError('CHUNK_CORRUPT', 'record header disagrees with the index');
-      }
+      checkAgainstIndex(rec.header, loc);
       return await this.pool.open({
         payload: rec.payload,
         codec: loc.codec,
@@ -297,10 +282,10 @@ export class ChunkReader {
       const loc = u.loc!;
       const hdr = r.at + loc.offset - r.start;
       try {
-        if (loc.offset + RECORD_HEADER_BYTES + loc.storedLength > container.fileSize) {
-          throw new ChunkvaultError('CONTAINER_CORRUPT', `container ${container.id}: record at ${loc.offset} beyond end`);
-        }
-        u.payloadHash = checkHeader(input.subarray(hdr, hdr + RECORD_HEADER_BYTES), container.id, u);
+        container.checkRecordBounds(loc.offset, loc.storedLength);
+        const header = container.checkRecordHeader(input.subarray(hdr, hdr + RECORD_HEADER_BYTES), loc.offset, loc.storedLength, u.digest);
+        checkAgainstIndex(header, loc);
+        u.payloadHash = header.payloadHash;
         u.payloadAt = hdr + RECORD_HEADER_BYTES;
         good.push(u);
       } catch (err) {

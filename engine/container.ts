@@ -333,15 +333,28 @@ export class ContainerReader {
 
   /** Reads one record and checks its header against what the index/footer says. */
   async readRecord(offset: number, storedLength: number, digest?: Uint8Array): Promise<StoredRecord> {
-    if (offset + RECORD_HEADER_BYTES + storedLength > this.fileSize) throw this.corrupt(`record at ${offset} beyond end`);
+    this.checkRecordBounds(offset, storedLength);
     const buf = await this.readAt(offset, RECORD_HEADER_BYTES + storedLength);
+    return { header: this.checkRecordHeader(buf, offset, storedLength, digest), payload: buf.subarray(RECORD_HEADER_BYTES) };
+  }
+
+  /** CONTAINER_CORRUPT when a record of `storedLength` bytes at `offset` would pass the end. */
+  checkRecordBounds(offset: number, storedLength: number): void {
+    if (offset + RECORD_HEADER_BYTES + storedLength > this.fileSize) throw this.corrupt(`record at ${offset} beyond end`);
+  }
+
+  /**
+   * Decodes the record header at the start of `buf` (read from `offset`) and checks that
+   * it is the expected record: its stored length and, when given, its digest.
+   */
+  checkRecordHeader(buf: Uint8Array, offset: number, storedLength: number, digest?: Uint8Array): RecordHeader {
     const header = this.wrap(() => decodeRecordHeader(buf, `record at ${offset}`));
     if (header.storedLength !== storedLength || (digest && !bytesEqual(header.digest, digest))) {
       throw new ChunkvaultError('CHUNK_CORRUPT', `container ${this.id}: record at ${offset} is not the expected chunk`, {
         details: { container: this.id, offset },
       });
     }
-    return { header, payload: buf.subarray(RECORD_HEADER_BYTES) };
+    return header;
   }
 
   /**

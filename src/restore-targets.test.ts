@@ -11,30 +11,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backup, ChunkvaultError, isChunkvaultError, Repository, restore, type BlockSource, type PointRecord } from '../engine/index.js';
+import { backup, ChunkvaultError, isChunkvaultError, Repository, restore, type PointRecord } from '../engine/index.js';
 import { containerPath } from '../engine/container.js';
 import { openBatch, OPEN_BATCH_FIELDS } from '../engine/_worker-open.js';
 import { compressChunk } from '../engine/codecs.js';
 import { initHashing, xxh64 } from '../engine/hashing.js';
 import { FileTarget, StreamTarget } from './restore-targets.js';
+import { MemorySource } from '../test/helpers/memory-source.js';
 
 const CHUNK = 65536;
 /** Slots per restore window (16 MiB) at this chunk size. */
 const WINDOW_SLOTS = 256;
-
-class MemorySource implements BlockSource {
-  constructor(readonly data: Buffer) {}
-  get sizeBytes(): number {
-    return this.data.length;
-  }
-  async readInto(target: Uint8Array, offset: number): Promise<void> {
-    target.set(this.data.subarray(offset, offset + target.length));
-  }
-  describe(): string {
-    return 'memory';
-  }
-  async close(): Promise<void> {}
-}
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 

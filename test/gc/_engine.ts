@@ -4,31 +4,12 @@
  * restore target that only hashes.
  */
 import { createHash } from 'node:crypto';
-import { backup, Repository, type BlockSource, type PointRecord, type RestoreTarget } from '../../engine/index.js';
+import { backup, Repository, type PointRecord, type RestoreTarget } from '../../engine/index.js';
 import { restore } from '../../engine/index.js';
 
-export class MemorySource implements BlockSource {
-  constructor(
-    private readonly data: Uint8Array,
-    /** Called before each read (a read may cover several consecutive chunks). */
-    private readonly gate?: (offset: number, length: number) => Promise<void>,
-  ) {}
+import { MemorySource } from '../helpers/memory-source.js';
 
-  get sizeBytes(): number {
-    return this.data.length;
-  }
-
-  async readInto(target: Uint8Array, offset: number): Promise<void> {
-    await this.gate?.(offset, target.length);
-    target.set(this.data.subarray(offset, offset + target.length));
-  }
-
-  describe(): string {
-    return 'memory';
-  }
-
-  async close(): Promise<void> {}
-}
+export { MemorySource };
 
 export async function smallRepo(dir: string, chunkSize = 64 * 1024, containerTargetBytes = 256 * 1024): Promise<void> {
   await Repository.init(dir, { chunkSize, containerTargetBytes, compression: { codec: 'lz4', level: 0 } });
