@@ -28,7 +28,6 @@ export class FileTarget implements RestoreTarget {
   readonly sparse: boolean;
   private fh: fsp.FileHandle | undefined;
   private readonly writePath: string;
-  private inflight: Promise<void> | undefined;
   /** A background datasync started by `write` (flushes early what commit must flush anyway). */
   private syncing: Promise<void> | undefined;
   private unsynced = 0;
@@ -56,14 +55,11 @@ export class FileTarget implements RestoreTarget {
   /** Resolves once all of `data` is written (the caller then reuses its memory). */
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (this.failure) throw outputError(this.failure, `writing ${this.path}`);
-    this.inflight = this.writeAll(offset, data);
     try {
-      await this.inflight;
+      await this.writeAll(offset, data);
     } catch (err) {
       this.failure ??= err;
       throw outputError(err, `writing ${this.path}`);
-    } finally {
-      this.inflight = undefined;
     }
     this.unsynced += data.length;
     if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) this.startSync();
@@ -97,7 +93,6 @@ export class FileTarget implements RestoreTarget {
   }
 
   async commit(): Promise<void> {
-    await this.inflight?.catch(() => undefined);
     await this.syncing;
     if (this.failure) throw outputError(this.failure, `writing ${this.path}`);
     try {
@@ -111,7 +106,6 @@ export class FileTarget implements RestoreTarget {
   }
 
   async abort(): Promise<void> {
-    await this.inflight?.catch(() => undefined);
     await this.syncing;
     await this.fh?.close().catch(() => undefined);
     this.fh = undefined;
