@@ -19,6 +19,7 @@ import { ChunkReader, ReadScratch, type ChunkWant } from './chunk-reader.js';
 import { MapReader, isZeroDigest, mapPath, slotLength, type MapGeometry } from './point-map.js';
 import { ChunkvaultError } from './errors.js';
 import { DIGEST_BYTES, MIB } from './constants.js';
+import { alignedShared } from './aligned-memory.js';
 
 /** Where restored bytes go. */
 export interface RestoreTarget {
@@ -102,8 +103,9 @@ async function writeWindow(target: RestoreTarget, g: MapGeometry, w: FetchedWind
   }
 }
 
+/** Output slabs are page-aligned, so a target may write their runs with direct I/O. */
 function newSlab(g: MapGeometry, window: number): Slab {
-  return { out: new Uint8Array(new SharedArrayBuffer(Math.min(window, g.slotCount) * g.chunkSize)), scratch: new ReadScratch() };
+  return { out: alignedShared(Math.min(window, g.slotCount) * g.chunkSize), scratch: new ReadScratch() };
 }
 
 /**

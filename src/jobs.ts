@@ -132,12 +132,14 @@ export interface RestoreJobOptions {
   readonly output: string;
   readonly signal?: AbortSignal;
   readonly verifyDigest?: boolean;
+  /** Write through the page cache instead of direct I/O (see FileTargetOptions). */
+  readonly buffered?: boolean;
   readonly onProgress?: (p: { done: number; total: number }) => void;
 }
 
 /** Restores a point to a file, block device or `-` (stdout). */
 export async function runRestore(o: RestoreJobOptions): Promise<void> {
-  const target = await openTarget(o.output);
+  const target = await openTarget(o.output, { direct: !o.buffered });
   await restore(o.repo, o.point, target, {
     ...(o.signal ? { signal: o.signal } : {}),
     ...(o.onProgress ? { onProgress: o.onProgress } : {}),

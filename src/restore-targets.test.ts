@@ -3,7 +3,9 @@
  * spread over several containers in non-sequential order, the same chunk in many
  * slots, zero slots, a short last slot, more windows than the pipeline has slabs, a
  * slow stream (the output memory is reused only once the target has consumed it), and
- * damage in the middle of a coalesced read (the chunk is named, no output is left).
+ * damage in the middle of a coalesced read (the chunk is named, no output is left);
+ * direct I/O to files (aligned runs direct, the short tail and unaligned memory
+ * buffered, the result identical either way).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, promises as fsp } from 'node:fs';
@@ -17,6 +19,7 @@ import { openBatch, OPEN_BATCH_FIELDS } from '../engine/_worker-open.js';
 import { compressChunk } from '../engine/codecs.js';
 import { initHashing, xxh64 } from '../engine/hashing.js';
 import { FileTarget, StreamTarget } from './restore-targets.js';
+import { alignedShared } from '../engine/aligned-memory.js';
 import { MemorySource } from '../test/helpers/memory-source.js';
 
 const CHUNK = 65536;
@@ -153,6 +156,68 @@ describe('restore through the batch read path', () => {
     }
   });
 });
+
+describe('direct I/O to files', () => {
+  // Linux has O_DIRECT, and the test directory (under the system temp dir, ext4 on
+  // these machines) takes it: a filesystem that refused it would fail these tests.
+  it('writes the aligned runs of a restore with direct I/O and the short last slot through the page cache', async () => {
+    const out = join(dir, 'direct.img');
+    const target = await FileTarget.create(out);
+    await restore(repo, mixed.point, target);
+    expect(sha(await fsp.readFile(out))).toBe(sha(mixed.data));
+    // Every non-zero slot but the last 4 KiB-unaligned bytes of the short last slot.
+    const zeroSlots = Array.from({ length: Math.ceil(mixed.data.length / CHUNK) }, (_, s) => s % 7 === 3).filter(Boolean).length;
+    expect(target.directBytes).toBe(mixed.data.length - (mixed.data.length % 4096) - zeroSlots * CHUNK);
+  });
+
+  it('writes nothing direct when asked for buffered writes', async () => {
+    const out = join(dir, 'buffered.img');
+    const target = await FileTarget.create(out, { direct: false });
+    await restore(repo, mixed.point, target);
+    expect(target.directBytes).toBe(0);
+    expect(sha(await fsp.readFile(out))).toBe(sha(mixed.data));
+  });
+
+  it('falls back to buffered writes for memory that is not block-aligned, and writes unaligned tails and offsets buffered', async () => {
+    const out = join(dir, 'fallback.img');
+    const data = randomBytes(3 * 65536 + 100);
+    const misaligned = new Uint8Array(new SharedArrayBuffer(data.length)); // malloc'd: never 4 KiB-aligned
+    misaligned.set(data);
+    const target = await FileTarget.create(out);
+    await target.begin(data.length);
+    await target.write(0, misaligned.subarray(0, 65536)); // EINVAL from the kernel: buffered from now on
+    await target.write(65536, alignedCopy(data.subarray(65536, 3 * 65536)));
+    await target.write(3 * 65536, data.subarray(3 * 65536));
+    await target.commit();
+    expect(target.directBytes).toBe(0);
+    expect(sha(await fsp.readFile(out))).toBe(sha(data));
+
+    const mixedTarget = await FileTarget.create(out);
+    await mixedTarget.begin(data.length);
+    await mixedTarget.write(0, alignedCopy(data.subarray(0, 65536 + 100))); // aligned start, unaligned length
+    await mixedTarget.write(65536 + 100, alignedCopy(data.subarray(65536 + 100))); // unaligned offset
+    await mixedTarget.commit();
+    expect(mixedTarget.directBytes).toBe(65536); // the aligned prefix of the first write only
+    expect(sha(await fsp.readFile(out))).toBe(sha(data));
+  });
+
+  it('aborts a direct restore without leaving output', async () => {
+    const out = join(dir, 'aborted.img');
+    const target = await FileTarget.create(out);
+    await target.begin(4 * 65536);
+    await target.write(0, alignedCopy(randomBytes(2 * 65536)));
+    expect(target.directBytes).toBe(2 * 65536);
+    await target.abort();
+    expect(existsSync(out)).toBe(false);
+    expect(existsSync(`${out}.partial`)).toBe(false);
+  });
+});
+
+function alignedCopy(b: Uint8Array): Uint8Array {
+  const a = alignedShared(b.length);
+  a.set(b);
+  return a;
+}
 
 describe('openBatch (worker task)', () => {
   it('decompresses records in place, copies repeats, and reports a damaged record as data', async () => {

@@ -5,7 +5,7 @@
  * /dev/null (in order, zeros written).
  */
 import { once } from 'node:events';
-import { createWriteStream, promises as fsp } from 'node:fs';
+import { constants as fsConstants, createWriteStream, promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
 import { ChunkvaultError, toChunkvaultError, type RestoreTarget } from '../engine/index.js';
 
@@ -14,8 +14,24 @@ function outputError(err: unknown, what: string): ChunkvaultError {
   return new ChunkvaultError('OUTPUT_FAILED', inner.message, { cause: err, details: inner.details });
 }
 
-/** Written bytes after which a background datasync starts (see FileTarget.startSync). */
+/** Buffered bytes after which a background datasync starts (see FileTarget.startSync). */
 const SYNC_EVERY_BYTES = 128 * 1024 * 1024;
+/**
+ * Alignment of direct writes (offset, length and memory): the largest logical block
+ * size in use (4Kn disks). What is not aligned (a short last chunk) goes through the
+ * page cache.
+ */
+const DIRECT_ALIGN = 4096;
+
+export interface FileTargetOptions {
+  /**
+   * Write aligned runs with direct I/O (O_DIRECT, Linux), bypassing the page cache
+   * (default true). A restore writes a whole disk once: through the page cache it
+   * would evict everything else, then copy every byte twice. Falls back to buffered
+   * writes when the filesystem or the memory does not allow it.
+   */
+  readonly direct?: boolean;
+}
 
 /**
  * A new file or a block device. Restore hands over large runs (many slots, one write
@@ -23,24 +39,37 @@ const SYNC_EVERY_BYTES = 128 * 1024 * 1024;
  * write at a time is enough. Measured on a 2-core machine: 8 concurrent 256 KiB writes
  * to one file spent much of their time contending on the inode lock (rwsem spinning);
  * splitting each run into 2 concurrent writes gained nothing over 1.
+ *
+ * Aligned runs are written through a second, O_DIRECT handle on the same file when
+ * the platform has one; the final fsync (per inode) makes both handles' writes durable.
+ * Measured on the 2-core VM (bench/RESULTS.md "Direct I/O restore"): 2 GiB through the
+ * page cache costs 0.4-4.4 s of kernel copying depending on whether the VM's host has
+ * to supply fresh pages, direct writes 1.1-1.6 s including the device.
  */
 export class FileTarget implements RestoreTarget {
   readonly sparse: boolean;
   private fh: fsp.FileHandle | undefined;
+  /** The O_DIRECT handle while direct writes work; closed on the first EINVAL. */
+  private direct: fsp.FileHandle | undefined;
   private readonly writePath: string;
   /** A background datasync started by `write` (flushes early what commit must flush anyway). */
   private syncing: Promise<void> | undefined;
   private unsynced = 0;
   private failure: unknown;
+  private directWritten = 0;
 
-  private constructor(private readonly path: string, private readonly isDevice: boolean) {
+  private constructor(
+    private readonly path: string,
+    private readonly isDevice: boolean,
+    private readonly wantDirect: boolean,
+  ) {
     this.sparse = !isDevice;
     this.writePath = isDevice ? path : `${path}.partial`;
   }
 
-  static async create(path: string): Promise<FileTarget> {
+  static async create(path: string, options: FileTargetOptions = {}): Promise<FileTarget> {
     const st = await fsp.stat(path).catch(() => undefined);
-    return new FileTarget(path, st?.isBlockDevice() ?? false);
+    return new FileTarget(path, st?.isBlockDevice() ?? false, options.direct ?? true);
   }
 
   async begin(sizeBytes: number): Promise<void> {
@@ -50,19 +79,67 @@ export class FileTarget implements RestoreTarget {
     } catch (err) {
       throw outputError(err, `cannot create ${this.path}`);
     }
+    const { O_DIRECT, O_WRONLY } = fsConstants;
+    // A filesystem without direct I/O (tmpfs, some FUSE) refuses the open: stay buffered.
+    if (this.wantDirect && O_DIRECT !== undefined) this.direct = await fsp.open(this.writePath, O_WRONLY | O_DIRECT).catch(() => undefined);
   }
 
   /** Resolves once all of `data` is written (the caller then reuses its memory). */
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (this.failure) throw outputError(this.failure, `writing ${this.path}`);
     try {
-      await this.writeAll(offset, data);
+      const direct = this.canWriteDirect(offset, data) ? await this.writeDirect(offset, data.subarray(0, data.length - (data.length % DIRECT_ALIGN))) : 0;
+      if (direct < data.length) await this.writeBuffered(offset + direct, data.subarray(direct));
     } catch (err) {
       this.failure ??= err;
       throw outputError(err, `writing ${this.path}`);
     }
+  }
+
+  /** Bytes written with direct I/O so far. */
+  get directBytes(): number {
+    return this.directWritten;
+  }
+
+  private canWriteDirect(offset: number, data: Uint8Array): boolean {
+    return this.direct !== undefined && data.length >= DIRECT_ALIGN && (offset | data.byteOffset) % DIRECT_ALIGN === 0;
+  }
+
+  /**
+   * Writes as much of `data` as direct I/O takes; returns the bytes written. EINVAL
+   * means the memory (or, rarely, the file) does not allow direct I/O: the handle is
+   * closed and everything from then on is buffered.
+   */
+  private async writeDirect(offset: number, data: Uint8Array): Promise<number> {
+    let done = 0;
+    try {
+      while (done < data.length) {
+        const { bytesWritten } = await this.direct!.write(data, done, data.length - done, offset + done);
+        done += bytesWritten;
+        if (bytesWritten % DIRECT_ALIGN !== 0) break;
+      }
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
+      await this.closeDirect();
+    }
+    this.directWritten += done;
+    return done;
+  }
+
+  private async writeBuffered(offset: number, data: Uint8Array): Promise<void> {
+    let done = 0;
+    while (done < data.length) {
+      const { bytesWritten } = await this.fh!.write(data, done, data.length - done, offset + done);
+      done += bytesWritten;
+    }
     this.unsynced += data.length;
     if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) this.startSync();
+  }
+
+  private async closeDirect(): Promise<void> {
+    const h = this.direct;
+    this.direct = undefined;
+    await h?.close().catch(() => undefined);
   }
 
   /**
@@ -84,18 +161,11 @@ export class FileTarget implements RestoreTarget {
     this.syncing = p;
   }
 
-  private async writeAll(offset: number, data: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < data.length) {
-      const { bytesWritten } = await this.fh!.write(data, done, data.length - done, offset + done);
-      done += bytesWritten;
-    }
-  }
-
   async commit(): Promise<void> {
     await this.syncing;
     if (this.failure) throw outputError(this.failure, `writing ${this.path}`);
     try {
+      await this.closeDirect();
       await this.fh!.sync();
       await this.fh!.close();
       this.fh = undefined;
@@ -107,6 +177,7 @@ export class FileTarget implements RestoreTarget {
 
   async abort(): Promise<void> {
     await this.syncing;
+    await this.closeDirect();
     await this.fh?.close().catch(() => undefined);
     this.fh = undefined;
     if (!this.isDevice) await fsp.rm(this.writePath, { force: true });
@@ -114,14 +185,14 @@ export class FileTarget implements RestoreTarget {
 }
 
 /** The target for an output argument: `-`, a path, a block device or another special file. */
-export async function openTarget(output: string): Promise<RestoreTarget> {
+export async function openTarget(output: string, options: FileTargetOptions = {}): Promise<RestoreTarget> {
   if (output === '-') return StreamTarget.stdout();
   const st = await fsp.stat(output).catch(() => undefined);
   if (st && !st.isFile() && !st.isBlockDevice()) {
     if (st.isDirectory()) throw new ChunkvaultError('OUTPUT_FAILED', `${output} is a directory`);
     return new StreamTarget(createWriteStream(output, { flags: 'a' }));
   }
-  return FileTarget.create(output);
+  return FileTarget.create(output, options);
 }
 
 export class StreamTarget implements RestoreTarget {

@@ -176,6 +176,7 @@ export interface RestoreCliOptions extends RepoOption {
   disk?: string;
   output: string;
   verifyDigest?: boolean;
+  buffered?: boolean;
   json?: boolean;
 }
 
@@ -194,6 +195,7 @@ export async function cmdRestore(ref: string, o: RestoreCliOptions): Promise<num
       output: o.output,
       signal: interruptSignal(),
       verifyDigest: o.verifyDigest ?? false,
+      buffered: o.buffered ?? false,
       onProgress: (p) => progress.update(p.done, p.total),
     });
     progress.finish();
@@ -216,7 +218,7 @@ async function restoreVmBackup(repo: Repository, record: VmBackupRecord, ref: st
     const point = await repo.catalog.get(id);
     const output = join(o.output, /\.[A-Za-z0-9]+$/.test(disk) ? disk : `${disk}.img`);
     const progress = createProgress(`restore ${disk}`);
-    await runRestore({ repo, point, output, signal: interruptSignal(), verifyDigest: o.verifyDigest ?? false, onProgress: (p) => progress.update(p.done, p.total) });
+    await runRestore({ repo, point, output, signal: interruptSignal(), verifyDigest: o.verifyDigest ?? false, buffered: o.buffered ?? false, onProgress: (p) => progress.update(p.done, p.total) });
     progress.finish();
     restored.push({ disk, point: id, output });
   }

@@ -76,6 +76,7 @@ function buildProgram(): Command {
     .option('--disk <disk>', 'resolve the point among this disk')
     .requiredOption('--output <path>', 'file, block device, FIFO, or - for stdout; a directory for a VM backup')
     .option('--verify-digest', 'also check SHA-256 of every chunk (the check hash is always checked)')
+    .option('--buffered', 'write files and block devices through the page cache (default: direct I/O where the filesystem allows it)')
     .addOption(jsonOption())
     .action(action(cmdRestore));
   program

@@ -66,11 +66,11 @@ export async function cmdRemotePoints(url: string, o: { vm?: string; disk?: stri
   });
 }
 
-export async function cmdRemoteRestore(url: string, ref: string, o: { vm?: string; disk?: string; output: string; json?: boolean }): Promise<number> {
+export async function cmdRemoteRestore(url: string, ref: string, o: { vm?: string; disk?: string; output: string; buffered?: boolean; json?: boolean }): Promise<number> {
   return withAgent(url, async (agent) => {
     const point = await resolveRemotePoint(agent, ref, { ...(o.vm ? { vm: o.vm } : {}), ...(o.disk ? { disk: o.disk } : {}) });
     const started = Date.now();
-    await remoteRestore(agent, point, o.output, signalOnInterrupt());
+    await remoteRestore(agent, point, o.output, signalOnInterrupt(), { direct: !o.buffered });
     const ms = Date.now() - started;
     if (o.json) printJson({ point: point.id, output: o.output, sizeBytes: point.sizeBytes, durationMs: ms, bytesReceived: agent.bytesReceived });
     else if (o.output !== '-') process.stdout.write(`restored point ${point.id} (${formatBytes(point.sizeBytes)}) from ${url} to ${o.output} in ${(ms / 1000).toFixed(2)} s\n`);

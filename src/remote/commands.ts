@@ -10,9 +10,9 @@
  *   source --read/hash batch k+1--> | POST digests k --> PUT needed chunks k | --> commit
  */
 import { createHash } from 'node:crypto';
-import { ChunkvaultError, planSlots, validateName, type PointRecord } from '../../engine/index.js';
+import { alignedShared, ChunkvaultError, planSlots, validateName, type PointRecord } from '../../engine/index.js';
 import { frontEndFor } from '../jobs.js';
-import { openTarget } from '../restore-targets.js';
+import { openTarget, type FileTargetOptions } from '../restore-targets.js';
 import type { BlockSource } from '../../engine/index.js';
 import type { RemoteAgent } from './client.js';
 import type { TenantPoint } from '../server/index.js';
@@ -217,31 +217,38 @@ export async function resolveRemotePoint(agent: RemoteAgent, ref: string, scope:
 
 const WRITE_BYTES = 1024 * 1024;
 
-/** Streams a point's image from the agent into `output` (a file, device, FIFO or `-`). */
-export async function remoteRestore(agent: RemoteAgent, point: RemotePoint, output: string, signal?: AbortSignal): Promise<void> {
-  const target = await openTarget(output);
+/**
+ * Streams a point's image from the agent into `output` (a file, device, FIFO or `-`).
+ * Received pieces are gathered into one page-aligned 1 MiB stage, so a file target
+ * can write them with direct I/O.
+ */
+export async function remoteRestore(agent: RemoteAgent, point: RemotePoint, output: string, signal?: AbortSignal, options: FileTargetOptions = {}): Promise<void> {
+  const target = await openTarget(output, options);
   try {
     const res = await agent.stream(`/v1/points/${point.id}/data`);
     await target.begin(point.sizeBytes);
+    const stage = alignedShared(WRITE_BYTES);
     let offset = 0;
-    let pending: Buffer[] = [];
-    let pendingBytes = 0;
+    let fill = 0;
     const flush = async () => {
-      const data = pending.length === 1 ? pending[0]! : Buffer.concat(pending, pendingBytes);
+      const data = stage.subarray(0, fill);
       // Sparse targets read back holes as zeros: skip all-zero runs.
       if (!target.sparse || !isZero(data)) await target.write(offset, data);
-      offset += data.length;
-      pending = [];
-      pendingBytes = 0;
+      offset += fill;
+      fill = 0;
     };
     for await (const piece of res as AsyncIterable<Buffer>) {
       if (signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'restore interrupted');
-      pending.push(piece);
       agent.bytesReceived += piece.length;
-      pendingBytes += piece.length;
-      if (pendingBytes >= WRITE_BYTES) await flush();
+      for (let at = 0; at < piece.length; ) {
+        const n = Math.min(piece.length - at, WRITE_BYTES - fill);
+        stage.set(piece.subarray(at, at + n), fill);
+        fill += n;
+        at += n;
+        if (fill === WRITE_BYTES) await flush();
+      }
     }
-    if (pendingBytes > 0) await flush();
+    if (fill > 0) await flush();
     if (offset !== point.sizeBytes) throw new ChunkvaultError('PROTOCOL_ERROR', `the media agent sent ${offset} of ${point.sizeBytes} bytes`);
     await target.commit();
   } catch (err) {

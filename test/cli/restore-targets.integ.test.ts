@@ -1,10 +1,12 @@
 /**
  * Restore targets other than a new file: a character device (/dev/null) and a FIFO
- * are written as streams in place (no `.partial` file beside them), byte-exact.
+ * are written as streams in place (no `.partial` file beside them), byte-exact; a block
+ * device (a loop device from util-linux's losetup, root) is written in place with
+ * direct I/O and with --buffered, zero chunks as zeros over what was there before.
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync } from 'node:fs';
+import { existsSync, promises as fsp } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cliOk, backupOk, initRepo, makeImage, makeTempDir, removeTempDir, sha256File, MiB } from '../helpers/cli.js';
@@ -39,5 +41,30 @@ describe('restore targets', () => {
     await cliOk(['restore', point, '--repo', repo, '--output', fifo]);
     await closed;
     expect(hash.digest('hex')).toBe(await sha256File(image));
+  });
+
+  it('writes a block device in place, zero chunks included, with direct I/O and with --buffered', async () => {
+    // 8 MiB less one sector: the device ends inside a 4 KiB block, so the last bytes
+    // go through the page cache either way.
+    const size = 8 * MiB - 512;
+    const source = join(dir, 'dev-source.img');
+    const want = await makeImage(source, size, 'device');
+    const backed = await backupOk(repo, source, 'devvm');
+    expect(backed.chunksZero).toBeGreaterThan(0);
+    const devPoint = backed.point;
+    const backing = join(dir, 'loop-backing.img');
+    for (const flags of [[], ['--buffered']]) {
+      await fsp.writeFile(backing, Buffer.alloc(size, 0xa5)); // stale bytes where the image has zeros
+      const dev = execFileSync('losetup', ['--find', '--show', backing], { encoding: 'utf8' }).trim();
+      try {
+        const out = await cliOk(['restore', devPoint, '--repo', repo, '--output', dev, '--json', ...flags]);
+        expect(JSON.parse(out.stdout).output).toBe(dev);
+        expect(existsSync(`${dev}.partial`)).toBe(false);
+        expect(await sha256File(dev)).toBe(want);
+      } finally {
+        execFileSync('losetup', ['--detach', dev]);
+      }
+      expect(await sha256File(backing)).toBe(want);
+    }
   });
 });
