@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { backup, ChunkvaultError, isChunkvaultError, Repository, restore, verify, type BlockSource, type RestoreTarget } from './index.js';
+import { PlanCursor } from './backup.js';
 
 /** An in-memory disk; `failAfter` makes reads fail after that many calls (a faulty source). */
 class MemorySource implements BlockSource {
@@ -111,5 +112,52 @@ describe('engine backup and restore', () => {
     const expected = Buffer.alloc(8 * CHUNK);
     src.data.copy(expected, CHUNK, CHUNK, 2 * CHUNK);
     expect(sha(await restoreBytes(p.id))).toBe(sha(expected));
+  });
+
+  it('gathers scattered changed slots from many windows into full slabs and puts each digest at its slot', async () => {
+    // 64 KiB chunks: a slab holds 64 slots. Changes every 7th slot over 700 slots
+    // (some made zero, some made equal to another changed slot) need windows that
+    // span about 450 slots each.
+    const slots = 700;
+    const src = new MemorySource(disk(slots * CHUNK));
+    const full = await backup(repo, { source: src, vm: 'vm5', disk: 'd' });
+    const next = Buffer.from(src.data);
+    const changed = [];
+    for (let s = 2; s < slots; s += 7) {
+      if (s % 5 === 0) next.fill(0, s * CHUNK, (s + 1) * CHUNK);
+      else if (s % 5 === 1) next.fill(`same ${s % 3}`, s * CHUNK, (s + 1) * CHUNK);
+      else randomBytes(CHUNK).copy(next, s * CHUNK);
+      changed.push({ offset: s * CHUNK, length: CHUNK });
+    }
+    src.data = next;
+    const inc = await backup(repo, { source: src, vm: 'vm5', disk: 'd', parent: full, changed });
+    expect(inc.stats.chunksRead).toBe(changed.length);
+    expect(sha(await restoreBytes(inc.id))).toBe(sha(next));
+  });
+});
+
+describe('PlanCursor', () => {
+  const walk = (ranges: { first: number; end: number }[], slotCount: number, maxPlanned: number, maxSpan: number) => {
+    const c = new PlanCursor(ranges, slotCount);
+    const out = [];
+    for (let first = 0; first < slotCount; ) {
+      const w = c.next(first, maxPlanned, maxSpan);
+      out.push(w);
+      first = w.end;
+    }
+    return out;
+  };
+
+  it('cuts a whole-disk plan into windows of a slab each', () => {
+    expect(walk([{ first: 0, end: 10 }], 10, 4, 100).map((w) => [w.first, w.end, w.planned.length])).toEqual([[0, 4, 4], [4, 8, 4], [8, 10, 2]]);
+  });
+
+  it('ends a window after a slab of planned slots, or at the span limit', () => {
+    const ranges = [{ first: 1, end: 3 }, { first: 5, end: 6 }, { first: 9, end: 12 }, { first: 40, end: 41 }];
+    expect(walk(ranges, 50, 4, 20)).toEqual([
+      { first: 0, end: 10, planned: [1, 2, 5, 9] },
+      { first: 10, end: 30, planned: [0, 1] },
+      { first: 30, end: 50, planned: [10] },
+    ]);
   });
 });

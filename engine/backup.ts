@@ -6,6 +6,9 @@
  * Every other slot is copied from the parent's map (an incremental), or is zero (no
  * parent, or `base: 'zero'`: a full backup of the allocated extents only).
  *
+ * Windows: the next slab's worth of planned slots, from a span of at most
+ * WINDOW_SPAN_SLOTS disk slots (PlanCursor); planned slot k sits at slab position k.
+ *
  *   source --(N reads of up to 1 MiB in flight)--> window slab (shared memory)
  *     --> pool: zero check, SHA-256 + XXH64 (+ compression when most chunks are new)
  *     --> index getMany --> pool: compress the misses not compressed yet
@@ -71,8 +74,14 @@ interface Counters {
   chunksDedup: number;
 }
 
-/** Bytes of chunks processed per window (per pipeline stage). */
+/** Bytes of planned chunks per window (per pipeline stage): one slab. */
 const WINDOW_BYTES = 4 * MIB;
+/**
+ * Most disk slots one window spans. A window holds up to a slab of *planned* slots, so
+ * an incremental whose changes are scattered still hands the pool full windows; the
+ * span bounds the window's digest array (8192 x 32 bytes).
+ */
+const WINDOW_SPAN_SLOTS = 8192;
 /** Windows being read, hashed and compressed beyond the one being appended. */
 const PREPARE_AHEAD = 3;
 /** Bytes of chunks per worker task: one round trip per batch amortises the messaging. */
@@ -168,30 +177,48 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
 
 /** A window whose chunks are hashed, looked up and compressed, ready to append. */
 interface PreparedWindow {
-  /** Window-relative indexes of the non-zero planned slots, ascending. */
+  /** Window-relative slot of each slab position. */
+  readonly planned: number[];
+  /** Slab positions of the non-zero planned slots, ascending. */
   readonly data: number[];
   /** Index location of each of `data` (undefined: not stored yet). */
   readonly locations: (ChunkLocation | undefined)[];
 }
 
+/** A window: disk slots [first, end), of which `planned` (relative to first, ascending) are read. */
+export interface Window {
+  readonly first: number;
+  readonly end: number;
+  readonly planned: number[];
+}
+
 /**
- * Window-relative slot indexes of the plan inside [first, end), for windows asked in
- * ascending order: a cursor over the sorted ranges keeps the whole walk linear.
+ * Cuts the disk into windows in ascending order. A window ends after `maxPlanned`
+ * planned slots (a slab's worth) or `maxSpan` slots, whichever comes first: a full
+ * backup gets windows of `maxPlanned` consecutive slots, an incremental windows that
+ * gather that many changed slots from a wider span. A cursor over the sorted ranges
+ * keeps the whole walk linear.
  */
-class PlanCursor {
+export class PlanCursor {
   private at = 0;
 
-  constructor(private readonly ranges: readonly SlotRange[]) {}
+  constructor(
+    private readonly ranges: readonly SlotRange[],
+    private readonly slotCount: number,
+  ) {}
 
-  slotsIn(first: number, end: number): number[] {
+  next(first: number, maxPlanned: number, maxSpan: number): Window {
+    const limit = Math.min(first + maxSpan, this.slotCount);
     while (this.at < this.ranges.length && this.ranges[this.at]!.end <= first) this.at++;
-    const out: number[] = [];
-    for (let k = this.at; k < this.ranges.length; k++) {
+    const planned: number[] = [];
+    for (let k = this.at; k < this.ranges.length && planned.length < maxPlanned; k++) {
       const r = this.ranges[k]!;
-      if (r.first >= end) break;
-      for (let s = Math.max(r.first, first); s < Math.min(r.end, end); s++) out.push(s - first);
+      if (r.first >= limit) break;
+      const to = Math.min(r.end, limit, Math.max(r.first, first) + maxPlanned - planned.length);
+      for (let s = Math.max(r.first, first); s < to; s++) planned.push(s - first);
     }
-    return out;
+    const end = planned.length === maxPlanned ? first + planned[planned.length - 1]! + 1 : limit;
+    return { first, end, planned };
   }
 }
 
@@ -216,18 +243,22 @@ class ParentSlots {
   }
 }
 
-/** Splits sorted indexes into runs of consecutive values of at most `max` each. */
-function runsOf(idx: readonly number[], max: number): number[][] {
-  const runs: number[][] = [];
-  let run: number[] = [];
-  for (const i of idx) {
-    if (run.length > 0 && (i !== run[run.length - 1]! + 1 || run.length >= max)) {
-      runs.push(run);
-      run = [];
+/** Slab positions [from, to) whose planned slots are consecutive on disk: one read. */
+interface ReadRun {
+  readonly from: number;
+  readonly to: number;
+}
+
+/** Splits the planned slots (sorted) into runs of consecutive slots of at most `max` each. */
+function runsOf(planned: readonly number[], max: number): ReadRun[] {
+  const runs: ReadRun[] = [];
+  let from = 0;
+  for (let p = 1; p <= planned.length; p++) {
+    if (p === planned.length || planned[p] !== planned[p - 1]! + 1 || p - from >= max) {
+      runs.push({ from, to: p });
+      from = p;
     }
-    run.push(i);
   }
-  if (run.length > 0) runs.push(run);
   return runs;
 }
 
@@ -262,19 +293,20 @@ class BackupJob {
    */
   async run(mapWriter: MapWriter, parentMap: MapReader | undefined): Promise<void> {
     const parentSlots = parentMap?.geometry.slotCount ?? 0;
-    const plan = new PlanCursor(this.ranges);
+    const plan = new PlanCursor(this.ranges, this.g.slotCount);
     const parent = parentMap ? new ParentSlots(parentMap) : undefined;
     const inFlight: Promise<void>[] = [];
     let chain: Promise<void> = Promise.resolve();
     try {
-      for (let first = 0; first < this.g.slotCount; first += this.window) {
+      for (let first = 0; first < this.g.slotCount; ) {
         if (this.req.signal?.aborted) throw new ChunkvaultError('INTERRUPTED', 'backup interrupted');
-        const end = Math.min(first + this.window, this.g.slotCount);
-        const digests = new Uint8Array((end - first) * DIGEST_BYTES);
-        if (parent && first < parentSlots) digests.set(await parent.read(first, Math.min(end, parentSlots) - first));
-        const planned = plan.slotsIn(first, end);
+        const w = plan.next(first, this.window, Math.max(this.window, WINDOW_SPAN_SLOTS));
+        const { end, planned } = w;
+        first = end;
+        const digests = new Uint8Array((end - w.first) * DIGEST_BYTES);
+        if (parent && w.first < parentSlots) digests.set(await parent.read(w.first, Math.min(end, parentSlots) - w.first));
         const slab = planned.length > 0 ? await this.slabs.acquire() : undefined;
-        const prepared = slab ? this.read(slab, first, planned).then(() => this.prepare(slab, planned, digests)) : undefined;
+        const prepared = slab ? this.read(slab, w).then(() => this.prepare(slab, planned, digests)) : undefined;
         prepared?.catch(() => undefined);
         const previous = chain;
         chain = (async () => {
@@ -306,10 +338,13 @@ class BackupJob {
     await Promise.allSettled([...this.readsInFlight, this.writer.abort()]);
   }
 
-  /** Reads the planned slots of a window into its slab, consecutive slots in one read. */
-  private async read(slab: SlabViews, first: number, planned: number[]): Promise<void> {
+  /**
+   * Reads the planned slots of a window into its slab (planned slot k at slab position
+   * k), consecutive slots in one read.
+   */
+  private async read(slab: SlabViews, w: Window): Promise<void> {
     const perRead = Math.max(1, Math.floor(READ_BYTES / this.g.chunkSize));
-    await Promise.all(runsOf(planned, perRead).map((run) => this.track(this.readRun(slab, first, run))));
+    await Promise.all(runsOf(w.planned, perRead).map((run) => this.track(this.readRun(slab, w, run))));
   }
 
   private track(p: Promise<void>): Promise<void> {
@@ -318,14 +353,14 @@ class BackupJob {
     return p;
   }
 
-  private async readRun(slab: SlabViews, first: number, run: number[]): Promise<void> {
+  private async readRun(slab: SlabViews, w: Window, run: ReadRun): Promise<void> {
     let length = 0;
-    for (const i of run) {
-      slab.length[i] = slotLength(this.g, first + i);
-      length += slab.length[i]!;
+    for (let p = run.from; p < run.to; p++) {
+      slab.length[p] = slotLength(this.g, w.first + w.planned[p]!);
+      length += slab.length[p]!;
     }
-    const at = run[0]! * this.g.chunkSize;
-    const offset = (first + run[0]!) * this.g.chunkSize;
+    const at = run.from * this.g.chunkSize;
+    const offset = (w.first + w.planned[run.from]!) * this.g.chunkSize;
     try {
       await this.reads.run(async () => {
         // Reads still queued when the backup failed are not sent (each could retry at length).
@@ -340,7 +375,7 @@ class BackupJob {
       });
     }
     this.counters.bytesRead += length;
-    this.counters.chunksRead += run.length;
+    this.counters.chunksRead += run.to - run.from;
   }
 
   /** Runs prepare tasks over `slots` of the slab in batches of about TASK_BYTES. */
@@ -356,18 +391,20 @@ class BackupJob {
   /** Zero check and hashes (and maybe compression) on the pool, lookup, compress misses. */
   private async prepare(slab: SlabViews, planned: number[], digests: Uint8Array): Promise<PreparedWindow> {
     const speculative = this.newRatio > 0.5;
-    await this.onPool(slab, planned, true, speculative ? this.compression : undefined);
+    const positions = planned.map((_, p) => p);
+    await this.onPool(slab, positions, true, speculative ? this.compression : undefined);
     const data: number[] = [];
-    for (const i of planned) {
-      if (slab.zero[i] === 0) data.push(i);
+    for (const p of positions) {
+      if (slab.zero[p] === 0) data.push(p);
       else {
         this.counters.chunksZero++;
+        const i = planned[p]!;
         digests.fill(0, i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES);
       }
     }
     const locations = await this.writer.lookup(data.map((i) => slab.digest.subarray(i * DIGEST_BYTES, (i + 1) * DIGEST_BYTES)));
     if (!speculative) await this.onPool(slab, data.filter((_, k) => locations[k] === undefined), false, this.compression);
-    return { data, locations };
+    return { planned, data, locations };
   }
 
   /** Appends the window's new chunks in slot order and fills its map digests. */
@@ -388,7 +425,7 @@ class BackupJob {
         added++;
         this.counters.rawNew += slab.length[i]!;
       }
-      digests.set(digest, i * DIGEST_BYTES);
+      digests.set(digest, w.planned[i]! * DIGEST_BYTES);
     }
     this.counters.chunksNew += added;
     this.counters.chunksDedup += w.data.length - added;

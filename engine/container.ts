@@ -6,8 +6,12 @@
  * Writer invariants: records are copied into a STAGE_BYTES buffer and written with one
  * call per fill (large sequential appends, no per-record allocation). Two stages per
  * writer, from a process-wide free list: one fills while the other is being written
- * (write-behind, one write in flight). The first I/O error is sticky and every later
- * call fails with it (a half-written container is never sealed).
+ * (write-behind, one write in flight). Stages are page-aligned, and each fill's 4 KiB-
+ * aligned part is written with direct I/O (direct-io.ts): the unaligned rest is carried
+ * to the start of the next stage, so every direct write starts on a block boundary,
+ * and only the file's last partial block is written through the page cache, at seal.
+ * The first I/O error is sticky and every later call fails with it (a half-written
+ * container is never sealed).
  */
 import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
@@ -34,6 +38,8 @@ import {
 import { bytesEqual, fromHex, toHex } from './_bytes.js';
 import { publish, readFull } from './_fs.js';
 import { xxh64 } from './hashing.js';
+import { alignedShared } from './aligned-memory.js';
+import { DIRECT_ALIGN, DirectWriter } from './direct-io.js';
 import { ChunkvaultError, toChunkvaultError } from './errors.js';
 import { ownedTmp } from './_owner.js';
 import { bindingOf, keys, uploadContainer } from './object-repo/binding.js';
@@ -45,7 +51,7 @@ const spareStages: Uint8Array[] = [];
 const MAX_SPARE_STAGES = 4;
 
 function takeStage(): Uint8Array {
-  return spareStages.pop() ?? new Uint8Array(STAGE_BYTES);
+  return spareStages.pop() ?? alignedShared(STAGE_BYTES);
 }
 
 function giveStage(stage: Uint8Array): void {
@@ -82,6 +88,7 @@ export class ContainerWriter {
   private constructor(
     private readonly repoDir: string,
     private readonly fh: fsp.FileHandle,
+    private readonly direct: DirectWriter,
     idBytes: Uint8Array,
   ) {
     this.id = toHex(idBytes);
@@ -89,10 +96,16 @@ export class ContainerWriter {
     this.staged = CONTAINER_HEADER_BYTES;
   }
 
-  static async create(repoDir: string): Promise<ContainerWriter> {
+  static async create(repoDir: string, options: { direct?: boolean } = {}): Promise<ContainerWriter> {
     const idBytes = new Uint8Array(randomBytes(16));
-    const fh = await fsp.open(containerTmpPath(repoDir, toHex(idBytes)), 'wx', 0o644);
-    return new ContainerWriter(repoDir, fh, idBytes);
+    const path = containerTmpPath(repoDir, toHex(idBytes));
+    const fh = await fsp.open(path, 'wx', 0o644);
+    return new ContainerWriter(repoDir, fh, await DirectWriter.open(path, options.direct ?? true), idBytes);
+  }
+
+  /** Bytes written with direct I/O so far. */
+  get directBytes(): number {
+    return this.direct.bytesWritten;
   }
 
   /** Bytes the sealed file will have before its footer. */
@@ -117,16 +130,11 @@ export class ContainerWriter {
     if (this.isFull) throw new ChunkvaultError('INTERNAL', 'container is full');
     const offset = this.size;
     const recordBytes = RECORD_HEADER_BYTES + payload.length;
+    // After a flush less than a block is staged, so the header always fits.
     if (this.staged + recordBytes > STAGE_BYTES) await this.flush();
     encodeRecordHeader(header, this.stage.subarray(this.staged, this.staged + RECORD_HEADER_BYTES));
     this.staged += RECORD_HEADER_BYTES;
-    if (this.staged + payload.length > STAGE_BYTES) {
-      await this.flush();
-      await this.writeDirect(payload);
-    } else {
-      this.stage.set(payload, this.staged);
-      this.staged += payload.length;
-    }
+    await this.put(payload);
     this.size += recordBytes;
     const entry: FooterEntry = { ...header, offset };
     this.entries.push(entry);
@@ -139,9 +147,14 @@ export class ContainerWriter {
     try {
       const footer = encodeFooter(this.entries);
       const trailer = encodeTrailer({ footerOffset: this.size, count: this.entries.length, footerHash: xxh64(footer) });
+      await this.put(footer);
+      await this.put(trailer);
       await this.flush();
-      await this.writeDirect(footer);
-      await this.writeDirect(trailer);
+      await this.settleWrite();
+      // The last partial block (direct writes take whole blocks only).
+      if (this.staged > 0) await this.writeAt(this.stage.subarray(0, this.staged));
+      this.staged = 0;
+      await this.direct.close();
       await this.fh.datasync();
       await this.fh.close();
       this.sealed = true;
@@ -162,23 +175,40 @@ export class ContainerWriter {
     this.sealed = true;
     await this.writing?.catch(() => undefined);
     this.releaseStages();
+    await this.direct.close();
     await this.fh.close().catch(() => undefined);
     await fsp.rm(containerTmpPath(this.repoDir, this.id), { force: true });
   }
 
+  /** Copies `data` into the stage, flushing whenever the stage is full. */
+  private async put(data: Uint8Array): Promise<void> {
+    for (let at = 0; at < data.length; ) {
+      if (this.staged === STAGE_BYTES) await this.flush();
+      const n = Math.min(data.length - at, STAGE_BYTES - this.staged);
+      this.stage.set(data.subarray(at, at + n), this.staged);
+      this.staged += n;
+      at += n;
+    }
+  }
+
   /**
    * Starts writing the stage and switches to the other one; waits only for the write
-   * before it (one in flight). Its failure is sticky: the next call throws it.
+   * before it (one in flight). Its failure is sticky: the next call throws it. With
+   * direct I/O only the stage's whole blocks are written; the rest moves to the front
+   * of the next stage.
    */
   private async flush(): Promise<void> {
     if (this.staged === 0) return;
     await this.settleWrite();
     const full = this.stage;
     const n = this.staged;
+    const cut = this.direct.active ? n - (n % DIRECT_ALIGN) : n;
+    if (cut === 0) return;
     this.stage = this.spare ?? takeStage();
     this.spare = undefined;
-    this.staged = 0;
-    this.writing = this.writeAt(full.subarray(0, n)).finally(() => (this.spare = full));
+    this.stage.set(full.subarray(cut, n), 0);
+    this.staged = n - cut;
+    this.writing = this.writeAt(full.subarray(0, cut)).finally(() => (this.spare = full));
     this.writing.catch(() => undefined);
   }
 
@@ -195,16 +225,10 @@ export class ContainerWriter {
     this.spare = undefined;
   }
 
-  /** Writes `data` after everything staged or in flight. */
-  private async writeDirect(data: Uint8Array): Promise<void> {
-    await this.flush();
-    await this.settleWrite();
-    await this.writeAt(data);
-  }
-
+  /** Writes `data` at the end of what is written: its whole blocks directly when possible. */
   private async writeAt(data: Uint8Array): Promise<void> {
     try {
-      let done = 0;
+      let done = await this.direct.writeAligned(this.writtenBytes, data);
       while (done < data.length) {
         const { bytesWritten } = await this.fh.write(data, done, data.length - done, this.writtenBytes + done);
         done += bytesWritten;

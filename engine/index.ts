@@ -21,6 +21,7 @@ export { PointIngest, PointReader, INGEST_SECTOR } from './ingest.js';
 export type { IngestOptions, PutResult } from './ingest.js';
 export { restore } from './restore.js';
 export { alignedShared } from './aligned-memory.js';
+export { DirectWriter } from './direct-io.js';
 export type { RestoreTarget, RestoreOptions } from './restore.js';
 export { verify } from './verify.js';
 export type { VerifyReport, VerifyProblem, VerifyOptions } from './verify.js';

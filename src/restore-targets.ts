@@ -5,9 +5,9 @@
  * /dev/null (in order, zeros written).
  */
 import { once } from 'node:events';
-import { constants as fsConstants, createWriteStream, promises as fsp } from 'node:fs';
+import { createWriteStream, promises as fsp } from 'node:fs';
 import type { Writable } from 'node:stream';
-import { ChunkvaultError, toChunkvaultError, type RestoreTarget } from '../engine/index.js';
+import { ChunkvaultError, DirectWriter, toChunkvaultError, type RestoreTarget } from '../engine/index.js';
 
 function outputError(err: unknown, what: string): ChunkvaultError {
   const inner = toChunkvaultError(err, what);
@@ -16,13 +16,6 @@ function outputError(err: unknown, what: string): ChunkvaultError {
 
 /** Buffered bytes after which a background datasync starts (see FileTarget.startSync). */
 const SYNC_EVERY_BYTES = 128 * 1024 * 1024;
-/**
- * Alignment of direct writes (offset, length and memory): the largest logical block
- * size in use (4Kn disks). What is not aligned (a short last chunk) goes through the
- * page cache.
- */
-const DIRECT_ALIGN = 4096;
-
 export interface FileTargetOptions {
   /**
    * Write aligned runs with direct I/O (O_DIRECT, Linux), bypassing the page cache
@@ -40,23 +33,22 @@ export interface FileTargetOptions {
  * to one file spent much of their time contending on the inode lock (rwsem spinning);
  * splitting each run into 2 concurrent writes gained nothing over 1.
  *
- * Aligned runs are written through a second, O_DIRECT handle on the same file when
- * the platform has one; the final fsync (per inode) makes both handles' writes durable.
- * Measured on the 2-core VM (bench/RESULTS.md "Direct I/O restore"): 2 GiB through the
- * page cache costs 0.4-4.4 s of kernel copying depending on whether the VM's host has
- * to supply fresh pages, direct writes 1.1-1.6 s including the device.
+ * The aligned part of each run goes through a DirectWriter (a second, O_DIRECT handle);
+ * the final fsync (per inode) makes both handles' writes durable. Measured on the
+ * 2-core VM (bench/RESULTS.md "Direct I/O"): 2 GiB through the page cache costs
+ * 0.4-4.4 s of kernel copying depending on whether the VM's host has to supply fresh
+ * pages, direct writes 1.1-1.6 s including the device.
  */
 export class FileTarget implements RestoreTarget {
   readonly sparse: boolean;
   private fh: fsp.FileHandle | undefined;
-  /** The O_DIRECT handle while direct writes work; closed on the first EINVAL. */
-  private direct: fsp.FileHandle | undefined;
+  /** Direct writes of the aligned part of each run (engine/direct-io.ts). */
+  private direct: DirectWriter | undefined;
   private readonly writePath: string;
   /** A background datasync started by `write` (flushes early what commit must flush anyway). */
   private syncing: Promise<void> | undefined;
   private unsynced = 0;
   private failure: unknown;
-  private directWritten = 0;
 
   private constructor(
     private readonly path: string,
@@ -79,16 +71,14 @@ export class FileTarget implements RestoreTarget {
     } catch (err) {
       throw outputError(err, `cannot create ${this.path}`);
     }
-    const { O_DIRECT, O_WRONLY } = fsConstants;
-    // A filesystem without direct I/O (tmpfs, some FUSE) refuses the open: stay buffered.
-    if (this.wantDirect && O_DIRECT !== undefined) this.direct = await fsp.open(this.writePath, O_WRONLY | O_DIRECT).catch(() => undefined);
+    this.direct = await DirectWriter.open(this.writePath, this.wantDirect);
   }
 
   /** Resolves once all of `data` is written (the caller then reuses its memory). */
   async write(offset: number, data: Uint8Array): Promise<void> {
     if (this.failure) throw outputError(this.failure, `writing ${this.path}`);
     try {
-      const direct = this.canWriteDirect(offset, data) ? await this.writeDirect(offset, data.subarray(0, data.length - (data.length % DIRECT_ALIGN))) : 0;
+      const direct = await this.direct!.writeAligned(offset, data);
       if (direct < data.length) await this.writeBuffered(offset + direct, data.subarray(direct));
     } catch (err) {
       this.failure ??= err;
@@ -98,32 +88,7 @@ export class FileTarget implements RestoreTarget {
 
   /** Bytes written with direct I/O so far. */
   get directBytes(): number {
-    return this.directWritten;
-  }
-
-  private canWriteDirect(offset: number, data: Uint8Array): boolean {
-    return this.direct !== undefined && data.length >= DIRECT_ALIGN && (offset | data.byteOffset) % DIRECT_ALIGN === 0;
-  }
-
-  /**
-   * Writes as much of `data` as direct I/O takes; returns the bytes written. EINVAL
-   * means the memory (or, rarely, the file) does not allow direct I/O: the handle is
-   * closed and everything from then on is buffered.
-   */
-  private async writeDirect(offset: number, data: Uint8Array): Promise<number> {
-    let done = 0;
-    try {
-      while (done < data.length) {
-        const { bytesWritten } = await this.direct!.write(data, done, data.length - done, offset + done);
-        done += bytesWritten;
-        if (bytesWritten % DIRECT_ALIGN !== 0) break;
-      }
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'EINVAL') throw err;
-      await this.closeDirect();
-    }
-    this.directWritten += done;
-    return done;
+    return this.direct?.bytesWritten ?? 0;
   }
 
   private async writeBuffered(offset: number, data: Uint8Array): Promise<void> {
@@ -134,12 +99,6 @@ export class FileTarget implements RestoreTarget {
     }
     this.unsynced += data.length;
     if (this.unsynced >= SYNC_EVERY_BYTES && !this.syncing) this.startSync();
-  }
-
-  private async closeDirect(): Promise<void> {
-    const h = this.direct;
-    this.direct = undefined;
-    await h?.close().catch(() => undefined);
   }
 
   /**
@@ -165,7 +124,7 @@ export class FileTarget implements RestoreTarget {
     await this.syncing;
     if (this.failure) throw outputError(this.failure, `writing ${this.path}`);
     try {
-      await this.closeDirect();
+      await this.direct?.close();
       await this.fh!.sync();
       await this.fh!.close();
       this.fh = undefined;
@@ -177,7 +136,7 @@ export class FileTarget implements RestoreTarget {
 
   async abort(): Promise<void> {
     await this.syncing;
-    await this.closeDirect();
+    await this.direct?.close();
     await this.fh?.close().catch(() => undefined);
     this.fh = undefined;
     if (!this.isDevice) await fsp.rm(this.writePath, { force: true });
