@@ -16,13 +16,15 @@ import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { frontEndFor, runBackupJob, runRestore, vmFrontEndFor } from '../jobs.js';
 import { runVmBackupJob } from '../vm-jobs.js';
-import { cmdRemoteBackup, cmdRemotePoints, cmdRemoteRestore, cmdRemoteStats, remoteRepoOf } from '../remote/index.js';
+import { remoteRepoOf } from '../remote/url.js';
 import { ComposedVm, type VmFrontEnd } from '../../adapters/index.js';
 import { formatBytes, parseSize } from '../units.js';
 import { createProgress } from './progress.js';
 import { printJson, table } from './output.js';
 import { formatStats, statsJson } from '../stats-report.js';
-import { buildReport } from '../report/index.js';
+
+/** The media-agent client, loaded only for `--repo http(s)://...` (it pulls in HTTP/2 and TLS). */
+const remoteCli = () => import('../remote/cli.js');
 
 export interface RepoOption {
   repo?: string;
@@ -79,7 +81,7 @@ export interface BackupCliOptions extends RepoOption {
 
 export async function cmdBackup(sources: string[], o: BackupCliOptions): Promise<number> {
   const remote = remoteRepoOf(o);
-  if (remote) return cmdRemoteBackup(remote, sources, o);
+  if (remote) return (await remoteCli()).cmdRemoteBackup(remote, sources, o);
   const vmSource = sources.length === 1 ? vmFrontEndFor(sources[0]!, { ...(o.changedExtents ? { changedExtentsFile: o.changedExtents } : {}), ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}) }) : null;
   if (vmSource) {
     if (o.disk !== undefined) throw new ChunkvaultError('USAGE', '--disk does not apply to a VM source: its disks are named by the front-end');
@@ -156,7 +158,7 @@ function printBackup(p: PointRecord, json: boolean): void {
 
 export async function cmdPoints(o: RepoOption & { vm?: string; disk?: string; json?: boolean }): Promise<number> {
   const remote = remoteRepoOf(o);
-  if (remote) return cmdRemotePoints(remote, o);
+  if (remote) return (await remoteCli()).cmdRemotePoints(remote, o);
   const repo = await Repository.open(repoDir(o));
   const points = await repo.catalog.list({ ...(o.vm ? { vm: o.vm } : {}), ...(o.disk ? { disk: o.disk } : {}) });
   await repo.close();
@@ -182,7 +184,7 @@ export interface RestoreCliOptions extends RepoOption {
 
 export async function cmdRestore(ref: string, o: RestoreCliOptions): Promise<number> {
   const remote = remoteRepoOf(o);
-  if (remote) return cmdRemoteRestore(remote, ref, o);
+  if (remote) return (await remoteCli()).cmdRemoteRestore(remote, ref, o);
   return withRepo(o, async (repo) => {
     const vmBackup = o.disk === undefined ? await repo.catalog.findVmBackup(ref) : undefined;
     if (vmBackup) return restoreVmBackup(repo, vmBackup, ref, o);
@@ -253,10 +255,10 @@ function printVerify(r: VerifyReport, json: boolean): void {
 
 export async function cmdStats(o: RepoOption & { json?: boolean }): Promise<number> {
   const remote = remoteRepoOf(o);
-  if (remote) return cmdRemoteStats(remote, o);
+  if (remote) return (await remoteCli()).cmdRemoteStats(remote, o);
   return withRepo(o, async (repo) => {
     const s = await repoStats(repo);
-    if (o.json) printJson(statsJson(s, buildReport(s, await repo.catalog.list())));
+    if (o.json) printJson(statsJson(s, (await import('../report/index.js')).buildReport(s, await repo.catalog.list())));
     else process.stdout.write(formatStats(s));
     return 0;
   });

@@ -4,7 +4,7 @@
  * accepts. Writes no repository (only a temporary digest set under the OS temp dir).
  */
 import { ChunkvaultError, parseCompression, validateChunkSize, type CompressionSetting } from '../../engine/index.js';
-import { estimate, type EstimateReport, type OpenedSource, type SchemeEstimate } from '../estimate/index.js';
+import type { EstimateReport, OpenedSource, SchemeEstimate } from '../estimate/index.js';
 import { frontEndFor, vmFrontEndFor } from '../jobs.js';
 import type { VmFrontEnd } from '../../adapters/index.js';
 import { formatBytes, formatRatio, parseSize } from '../units.js';
@@ -75,6 +75,8 @@ export async function cmdEstimate(sources: string[], o: EstimateCliOptions): Pro
   const codecs: CompressionSetting[] = parseList(o.codecs ?? DEFAULT_ESTIMATE_CODECS, (s) => parseCompression(s, 3));
   const samplePercent = o.sample === undefined ? undefined : parseNumber(o.sample.replace(/%$/, ''), '--sample', Number.MIN_VALUE, 100);
   const progress = createProgress('estimate');
+  // Loaded here: the estimator (and its LevelDB spill set) is not needed by other commands.
+  const { estimate } = await import('../estimate/index.js');
   const report = await estimate({
     sources,
     open: openSource,

@@ -7,7 +7,6 @@ import { randomBytes } from 'node:crypto';
 import { promises as fsp } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { ChunkvaultError, toChunkvaultError } from '../../engine/index.js';
-import { collectReport, renderReportHtml } from '../report/index.js';
 import { formatBytes } from '../units.js';
 import { repoDir, withRepo, type RepoOption } from './commands.js';
 import { printJson } from './output.js';
@@ -43,6 +42,7 @@ export async function cmdReport(o: ReportCliOptions): Promise<number> {
   const out = resolve(o.html);
   const repo = repoDir(o);
   // The page is written after the repository (and its lock) is released.
+  const { collectReport, renderReportHtml } = await import('../report/index.js');
   const { stats, data } = await withRepo(o, (r) => collectReport(r));
   const bytes = await writeOutputAtomic(out, renderReportHtml(stats, data, { repo, generatedAt: new Date().toISOString() }));
   if (o.json) printJson({ html: out, bytes, points: stats.points, vms: stats.vms, report: data });

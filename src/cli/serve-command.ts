@@ -3,7 +3,6 @@
  */
 import type { Command } from 'commander';
 import { ChunkvaultError } from '../../engine/index.js';
-import { startServer } from '../server/index.js';
 import { parseSize } from '../units.js';
 import { repoDir } from './commands.js';
 
@@ -38,6 +37,8 @@ export async function cmdServe(o: ServeCliOptions): Promise<number> {
   const { host, port } = parseListen(o.listen);
   const maxSessions = Number(o.maxSessions);
   if (!Number.isSafeInteger(maxSessions) || maxSessions < 1) throw new ChunkvaultError('USAGE', '--max-sessions takes a positive integer');
+  // Loaded here: the server (HTTP/2, TLS, tenancy) is not needed by other commands.
+  const { startServer } = await import('../server/index.js');
   const server = await startServer({
     repoDir: repoDir(o),
     host,

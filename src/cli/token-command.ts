@@ -4,7 +4,10 @@
  */
 import type { Command } from 'commander';
 import { Repository } from '../../engine/index.js';
-import { TokenStore, parseScopes } from '../server/index.js';
+import type { TokenStore } from '../server/index.js';
+
+/** The server's token store, loaded only by these commands. */
+const server = () => import('../server/index.js');
 import { repoDir } from './commands.js';
 import { printJson, table } from './output.js';
 
@@ -15,11 +18,11 @@ interface TokenCliOptions {
 
 async function store(o: TokenCliOptions): Promise<TokenStore> {
   const repo = await Repository.open(repoDir(o));
-  return new TokenStore(repo.dir);
+  return new (await server()).TokenStore(repo.dir);
 }
 
 export async function cmdTokenCreate(o: TokenCliOptions & { tenant: string; scopes: string; name?: string }): Promise<number> {
-  const { record, token } = await (await store(o)).create({ tenant: o.tenant, scopes: parseScopes(o.scopes), ...(o.name !== undefined ? { name: o.name } : {}) });
+  const { record, token } = await (await store(o)).create({ tenant: o.tenant, scopes: (await server()).parseScopes(o.scopes), ...(o.name !== undefined ? { name: o.name } : {}) });
   if (o.json) printJson({ id: record.id, tenant: record.tenant, scopes: record.scopes, name: record.name, created: record.created, token });
   else process.stdout.write(`token ${record.id} for tenant ${record.tenant} (${record.scopes.join(',')}); shown once, keep it secret:\n${token}\n`);
   return 0;

@@ -7,16 +7,10 @@ import { ChunkvaultError } from '../../engine/index.js';
 import { createProgress } from '../cli/progress.js';
 import { printJson, table } from '../cli/output.js';
 import { formatBytes } from '../units.js';
-import { RemoteAgent, isRemoteRepo, remoteCredentials } from './client.js';
+import { RemoteAgent, remoteCredentials } from './client.js';
 import { listRemotePoints, remoteBackup, remoteRestore, resolveRemotePoint } from './commands.js';
 
-export { isRemoteRepo };
-
-/** The `--repo` value, or CHUNKVAULT_REPO, when it names a media agent. */
-export function remoteRepoOf(o: { repo?: string }): string | undefined {
-  const r = o.repo ?? process.env.CHUNKVAULT_REPO;
-  return isRemoteRepo(r) ? r : undefined;
-}
+export { isRemoteRepo, remoteRepoOf } from './url.js';
 
 async function withAgent<T>(url: string, fn: (agent: RemoteAgent) => Promise<T>): Promise<T> {
   const agent = new RemoteAgent(url, remoteCredentials(url));

@@ -15,9 +15,7 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ChunkvaultError, ERROR_CODES, type ErrorCode } from '../../engine/index.js';
 
-export function isRemoteRepo(repo: string | undefined): repo is string {
-  return repo !== undefined && /^https?:\/\//i.test(repo);
-}
+export { isRemoteRepo } from './url.js';
 
 export interface RemoteOptions {
   readonly token?: string;
