@@ -11,9 +11,12 @@
  *
  * A fixed number of slabs is allocated once per backup; `acquire` waits when all are
  * in use, which is the backpressure of the read side. Workers receive the views in a
- * task message (cloning a view of shared memory shares it: nothing is copied).
+ * task message (cloning a view of shared memory shares it: nothing is copied). Slabs
+ * live in the shared arena (shared-arena.ts), so a payload moves into a container
+ * stage with one memory.copy; `dispose` gives them back once nothing touches them.
  */
 import { payloadBound } from './codecs.js';
+import { allocArenaBlock, freeArenaBlock } from './shared-arena.js';
 
 export interface SlabViews {
   readonly chunkSize: number;
@@ -29,20 +32,22 @@ export interface SlabViews {
   readonly codec: Uint8Array;
 }
 
-function makeSlab(slots: number, chunkSize: number): SlabViews {
+function makeSlab(slots: number, chunkSize: number): { views: SlabViews; block: Uint8Array } {
   const outStride = Math.ceil(payloadBound(chunkSize) / 8) * 8;
   const rawBytes = slots * chunkSize;
   const outBytes = slots * outStride;
   const u64 = slots * 8;
   const total = rawBytes + outBytes + slots * 32 + 2 * u64 + 2 * slots * 4 + 2 * slots;
-  const sab = new SharedArrayBuffer(total);
-  let at = 0;
+  const block = allocArenaBlock(total);
+  const sab = block.buffer;
+  // The block starts on a page: every area below keeps its element alignment.
+  let at = block.byteOffset;
   const take = (n: number): number => {
     const from = at;
     at += n;
     return from;
   };
-  return {
+  const views: SlabViews = {
     chunkSize,
     outStride,
     raw: new Uint8Array(sab, take(rawBytes), rawBytes),
@@ -55,15 +60,30 @@ function makeSlab(slots: number, chunkSize: number): SlabViews {
     zero: new Uint8Array(sab, take(slots), slots),
     codec: new Uint8Array(sab, take(slots), slots),
   };
+  return { views, block };
 }
 
 /** A fixed set of slabs of `slots` chunk slots each. */
 export class SlabPool {
   private readonly free: SlabViews[] = [];
   private readonly waiters: ((s: SlabViews) => void)[] = [];
+  private readonly blocks: Uint8Array[] = [];
 
   constructor(count: number, readonly slots: number, chunkSize: number) {
-    for (let i = 0; i < count; i++) this.free.push(makeSlab(slots, chunkSize));
+    for (let i = 0; i < count; i++) {
+      const { views, block } = makeSlab(slots, chunkSize);
+      this.free.push(views);
+      this.blocks.push(block);
+    }
+  }
+
+  /**
+   * Gives every slab's memory back to the arena. Only once no read, worker task or
+   * append can touch any of them; the pool is unusable afterwards.
+   */
+  dispose(): void {
+    for (const b of this.blocks.splice(0)) freeArenaBlock(b);
+    this.free.length = 0;
   }
 
   acquire(): Promise<SlabViews> {

@@ -296,6 +296,8 @@ class BackupJob {
     const plan = new PlanCursor(this.ranges, this.g.slotCount);
     const parent = parentMap ? new ParentSlots(parentMap) : undefined;
     const inFlight: Promise<void>[] = [];
+    // Every window's read and pool work: the slabs go back to the arena only once all have settled.
+    const touching = new Set<Promise<unknown>>();
     let chain: Promise<void> = Promise.resolve();
     try {
       for (let first = 0; first < this.g.slotCount; ) {
@@ -307,7 +309,10 @@ class BackupJob {
         if (parent && w.first < parentSlots) digests.set(await parent.read(w.first, Math.min(end, parentSlots) - w.first));
         const slab = planned.length > 0 ? await this.slabs.acquire() : undefined;
         const prepared = slab ? this.read(slab, w).then(() => this.prepare(slab, planned, digests)) : undefined;
-        prepared?.catch(() => undefined);
+        if (prepared) {
+          touching.add(prepared);
+          void prepared.then(() => touching.delete(prepared), () => undefined);
+        }
         const previous = chain;
         chain = (async () => {
           await previous;
@@ -322,8 +327,14 @@ class BackupJob {
         inFlight.push(chain);
         if (inFlight.length > PREPARE_AHEAD) await inFlight.shift();
       }
+    } catch (err) {
+      this.cancelled = true;
+      throw err;
     } finally {
-      await chain.catch(() => undefined);
+      // A failed window stops the reads not yet sent (as abort does) before waiting for the rest.
+      await chain.catch(() => (this.cancelled = true));
+      await Promise.allSettled(touching);
+      this.slabs.dispose();
     }
     await chain;
   }

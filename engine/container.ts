@@ -38,7 +38,7 @@ import {
 import { bytesEqual, fromHex, toHex } from './_bytes.js';
 import { publish, readFull } from './_fs.js';
 import { xxh64 } from './hashing.js';
-import { alignedShared } from './aligned-memory.js';
+import { allocArenaBlock, copyBytes, freeArenaBlock } from './shared-arena.js';
 import { DIRECT_ALIGN, DirectWriter } from './direct-io.js';
 import { ChunkvaultError, toChunkvaultError } from './errors.js';
 import { ownedTmp } from './_owner.js';
@@ -50,12 +50,14 @@ const STAGE_BYTES = 8 * 1024 * 1024;
 const spareStages: Uint8Array[] = [];
 const MAX_SPARE_STAGES = 4;
 
+/** Stages are arena memory (page-aligned for direct I/O; payloads arrive with one memory.copy). */
 function takeStage(): Uint8Array {
-  return spareStages.pop() ?? alignedShared(STAGE_BYTES);
+  return spareStages.pop() ?? allocArenaBlock(STAGE_BYTES);
 }
 
 function giveStage(stage: Uint8Array): void {
   if (spareStages.length < MAX_SPARE_STAGES) spareStages.push(stage);
+  else freeArenaBlock(stage);
 }
 
 /** `containers/<xx>/<id>.ctr` */
@@ -185,7 +187,7 @@ export class ContainerWriter {
     for (let at = 0; at < data.length; ) {
       if (this.staged === STAGE_BYTES) await this.flush();
       const n = Math.min(data.length - at, STAGE_BYTES - this.staged);
-      this.stage.set(data.subarray(at, at + n), this.staged);
+      copyBytes(this.stage, this.staged, data.subarray(at, at + n));
       this.staged += n;
       at += n;
     }
@@ -206,7 +208,7 @@ export class ContainerWriter {
     if (cut === 0) return;
     this.stage = this.spare ?? takeStage();
     this.spare = undefined;
-    this.stage.set(full.subarray(cut, n), 0);
+    copyBytes(this.stage, 0, full.subarray(cut, n));
     this.staged = n - cut;
     this.writing = this.writeAt(full.subarray(0, cut)).finally(() => (this.spare = full));
     this.writing.catch(() => undefined);
