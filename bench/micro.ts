@@ -1,6 +1,7 @@
 /**
  * Micro benchmarks of the hot-path primitives, single core, on VM-like data:
- * chunk hashing, zstd and LZ4 (native vs wasm), zero-chunk detection, and index
+ * chunk hashing, zstd and LZ4 (native vs wasm), zero-chunk detection, copies between
+ * shared memories (TypedArray.set against the arena's memory.copy), and index
  * access patterns on classic-level. Compare with the "Physical limits" table of the
  * architecture brief; bench/RESULTS.md records a run and the defaults it led to.
  *
@@ -18,6 +19,7 @@ import { createRequire } from 'node:module';
 import { type Codec, loadCodecs, storedSize } from './_codecs.js';
 import { chunksOf, isZero, KIB, MIB, realFilesData, syntheticVmData } from './_data.js';
 import { benchLevel } from './_level.js';
+import { allocArenaBlock, copyBytes } from '../engine/shared-arena.js';
 import { gbps, machineInfo, opsps, parseArgs, printMachine, printTable, watchOtherLoad, writeJson } from './_report.js';
 
 const SEED = 0xc0ffee;
@@ -161,6 +163,38 @@ function benchZero(s: Settings): Row[] {
   return rows;
 }
 
+/**
+ * Copying 256 KiB payloads at unaligned offsets from a 32 MiB area into another, as the
+ * backup moves payloads from window slabs into container stages: ordinary memory,
+ * shared memory with `set`, and the arena's memory.copy.
+ */
+function benchCopy(s: Settings): Row[] {
+  const n = 256 * KIB;
+  const area = 32 * MIB; // larger than the caches, like a backup's slabs and stages
+  const pairs: [string, () => Uint8Array, (d: Uint8Array, at: number, src: Uint8Array) => void][] = [
+    ['set, ArrayBuffer -> ArrayBuffer', () => new Uint8Array(area), (d, at, src) => d.set(src, at)],
+    ['set, SharedArrayBuffer -> SharedArrayBuffer', () => new Uint8Array(new SharedArrayBuffer(area)), (d, at, src) => d.set(src, at)],
+    ['set, arena -> arena', () => allocArenaBlock(area), (d, at, src) => d.set(src, at)],
+    ['copyBytes (memory.copy), arena -> arena', () => allocArenaBlock(area), copyBytes],
+  ];
+  const slots = area / n - 1;
+  const rows: Row[] = pairs.map(([name, make, copy]) => {
+    const src = make().fill(7);
+    const dst = make().fill(1);
+    let k = 0;
+    const r = measure(name, () => {
+      k = (k + 1) % slots;
+      // Offsets that differ modulo 8 (as a payload and its place in a stage usually do), a different 256 KiB each time.
+      copy(dst, k * n + 3, src.subarray(k * n + 14, k * n + 14 + n));
+      sink ^= dst[k * n + 3] ?? 0;
+    }, s);
+    return { group: 'copy', name, data: '256 KiB payloads across 32 MiB', rate: r.hz * n, unit: 'B/s', rme: r.rme };
+  });
+  const ref = rows[1] as Row;
+  for (const r of rows) if (r !== ref) r.vs = `${(r.rate / ref.rate).toFixed(1)}x vs shared set`;
+  return rows;
+}
+
 function printRows(rows: readonly Row[]): void {
   const fmt = (r: Row): string => (r.unit === 'ops/s' ? opsps(r.rate) : gbps(r.rate));
   printTable(
@@ -215,6 +249,7 @@ async function main(): Promise<void> {
   for (const [name, chunks] of sets) rows.push(...benchCodecs(codecs, name, chunks, s));
   const lz4Compatible = lz4CrossCheck(codecs, sets[1]?.[1] ?? []);
   rows.push(...benchZero(s));
+  rows.push(...benchCopy(s));
   rows.push(...(await benchIndex(cfg.keys, cfg.lookups)));
   printRows(rows);
   console.log(`lz4-napi <-> lz4-wasm cross round trip: ${lz4Compatible ? 'ok' : 'FAILED'}`);

@@ -13,7 +13,11 @@ import { initHashing, sha256, xxh64 } from './hashing.js';
 import { isChunkvaultError } from './errors.js';
 import type { CodecId, CodecName } from './constants.js';
 
-await initHashing();
+// Not awaited, and no other top-level await in the worker's modules: Node 20 aborts the
+// whole process (V8 "Check failed: (location_) != nullptr" in ExecuteAsyncModule) when a
+// worker is terminated while an async module is still evaluating, which a pool closed
+// right after start-up does. initHashing's work is synchronous anyway.
+void initHashing();
 
 export * from './_worker-prepare.js';
 export * from './_worker-open.js';

@@ -18,15 +18,23 @@ interface XXHashAddon {
 
 let xx: XXHashAddon['XXHash64'] | undefined;
 
-/** Loads the native module once per thread; every other function here needs it. */
-export async function initHashing(): Promise<void> {
+/** Loads the native module once per thread (synchronously, on first use). */
+function xxhash64(): XXHashAddon['XXHash64'] {
   xx ??= (createRequire(import.meta.url)('xxhash-addon') as XXHashAddon).XXHash64;
+  return xx;
+}
+
+/**
+ * Loads the native module now rather than on the first hash. Optional: `xxh64` loads it
+ * itself. Kept async for callers written against the earlier wasm module.
+ */
+export async function initHashing(): Promise<void> {
+  xxhash64();
 }
 
 /** XXH64 (seed 0) of `data`. */
 export function xxh64(data: Uint8Array): bigint {
-  if (!xx) throw new TypeError('initHashing() must complete before hashing');
-  const h = xx.hash(data);
+  const h = xxhash64().hash(data);
   // The canonical (big-endian) digest.
   return new DataView(h.buffer, h.byteOffset, 8).getBigUint64(0, false);
 }

@@ -4,12 +4,14 @@
  * bytes between them is one `memory.copy`.
  *
  * Why: V8 copies between views of shared memory (SharedArrayBuffer, shared wasm
- * memory) with relaxed atomic word copies, not memcpy: `TypedArray.prototype.set` and
- * `Buffer.copy` measured 3.0-3.2 GB/s here against 24 GB/s for ordinary ArrayBuffers.
+ * memory) with relaxed atomic copies, not memcpy, and byte by byte when the two sides'
+ * offsets differ modulo 8, as a payload and its place in a stage usually do:
+ * `TypedArray.prototype.set` and `Buffer.copy` measured 1.5 GB/s for such 256 KiB
+ * copies here (3 GB/s for 8 MiB ones) against 8-24 GB/s for ordinary ArrayBuffers.
  * Copying each new payload from its slab into the container stage cost about a fifth
- * of the backup's main thread. WebAssembly's bulk `memory.copy` within one memory runs
- * at 22-28 GB/s (bench/RESULTS.md "Shared-memory copies"), but only within one memory:
- * hence one arena for both sides.
+ * of the backup's main thread. WebAssembly's bulk `memory.copy` within one memory is a
+ * memmove (8.5 GB/s for the same 256 KiB copies, 22-28 GB/s for 8 MiB; bench/RESULTS.md
+ * "Shared-memory copies"), but only within one memory: hence one arena for both sides.
  *
  * Terms: a *block* is a run of whole 64 KiB wasm pages, page-aligned (so also fit for
  * direct I/O, see aligned-memory.ts). `alloc` hands out blocks, reusing freed ones of
