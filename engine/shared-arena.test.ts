@@ -64,6 +64,18 @@ describe('shared arena', () => {
     freeArenaBlock(arenaBlock);
   });
 
+  it('refuses a double free and a free of part of a block (INTERNAL), so no block is handed out twice', () => {
+    const a = allocArenaBlock(64 * KIB);
+    expect(() => freeArenaBlock(a.subarray(4096))).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
+    freeArenaBlock(a);
+    expect(() => freeArenaBlock(a)).toThrow(expect.objectContaining({ code: 'INTERNAL' }));
+    const b = allocArenaBlock(64 * KIB);
+    const c = allocArenaBlock(64 * KIB);
+    expect(b.byteOffset).not.toBe(c.byteOffset);
+    freeArenaBlock(b);
+    freeArenaBlock(c);
+  });
+
   it('refuses a copy that does not fit instead of writing past the view', () => {
     const a = allocArenaBlock(64 * KIB);
     const b = allocArenaBlock(64 * KIB);

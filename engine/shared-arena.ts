@@ -22,6 +22,7 @@
  * never wrong.
  */
 import { alignedShared } from './aligned-memory.js';
+import { ChunkvaultError } from './errors.js';
 
 const WASM_PAGE = 64 * 1024;
 const MAX_PAGES = 65536;
@@ -62,6 +63,8 @@ class SharedArena {
   private readonly buffers = new WeakSet<ArrayBufferLike>();
   /** Freed blocks by page count: their byte offsets. */
   private readonly freeBlocks = new Map<number, number[]>();
+  /** Blocks handed out and not freed: byte offset -> page count. */
+  private readonly live = new Map<number, number>();
   private pages = 0;
 
   constructor() {
@@ -77,7 +80,8 @@ class SharedArena {
     const reused = this.freeBlocks.get(pages)?.pop();
     if (reused !== undefined) {
       this.fillFn(reused, 0, pages * WASM_PAGE);
-      return this.view(reused, bytes);
+      this.live.set(reused, pages);
+      return new Uint8Array(this.memory.buffer, reused, bytes);
     }
     if (this.pages + pages > MAX_PAGES) return alignedShared(bytes);
     try {
@@ -87,6 +91,7 @@ class SharedArena {
     }
     const offset = this.pages * WASM_PAGE;
     this.pages += pages;
+    this.live.set(offset, pages);
     const buffer = this.memory.buffer;
     this.buffers.add(buffer);
     return new Uint8Array(buffer, offset, bytes);
@@ -94,7 +99,10 @@ class SharedArena {
 
   free(block: Uint8Array): void {
     if (!this.buffers.has(block.buffer)) return;
-    const pages = Math.max(1, Math.ceil(block.byteLength / WASM_PAGE));
+    // A block given out twice would be shared by two users: refuse anything but a live block.
+    const pages = this.live.get(block.byteOffset);
+    if (pages === undefined) throw new ChunkvaultError('INTERNAL', `shared arena: freeing memory at ${block.byteOffset} that is not a live block`);
+    this.live.delete(block.byteOffset);
     let list = this.freeBlocks.get(pages);
     if (!list) this.freeBlocks.set(pages, (list = []));
     list.push(block.byteOffset);
@@ -108,9 +116,6 @@ class SharedArena {
     this.copyFn(dst.byteOffset + dstOffset, src.byteOffset, src.byteLength);
   }
 
-  private view(offset: number, bytes: number): Uint8Array {
-    return new Uint8Array(this.memory.buffer, offset, bytes);
-  }
 }
 
 let arena: SharedArena | undefined;
