@@ -11,9 +11,10 @@
  * falls back to buffered I/O (see src/restore-targets.ts).
  */
 
-const WASM_PAGE = 64 * 1024;
+/** Bytes of a WebAssembly memory page. */
+export const WASM_PAGE = 64 * 1024;
 /** WebAssembly memories hold at most 65536 pages (4 GiB). */
-const MAX_PAGES = 65536;
+export const MAX_WASM_PAGES = 65536;
 
 /** Alignment (bytes) of the memory `alignedShared` returns, as far as this module knows. */
 export const MEMORY_ALIGNMENT = 4096;
@@ -27,7 +28,7 @@ const WasmMemory = (globalThis as unknown as { WebAssembly: { Memory: SharedMemo
 /** `bytes` of zeroed shared memory whose first byte is page-aligned. */
 export function alignedShared(bytes: number): Uint8Array {
   const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE));
-  if (pages > MAX_PAGES) return new Uint8Array(new SharedArrayBuffer(bytes));
+  if (pages > MAX_WASM_PAGES) return new Uint8Array(new SharedArrayBuffer(bytes));
   const mem = new WasmMemory({ initial: pages, maximum: pages, shared: true });
   return new Uint8Array(mem.buffer, 0, bytes);
 }

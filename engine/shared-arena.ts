@@ -21,11 +21,8 @@
  * returns ordinary aligned shared memory and `copyBytes` falls back to `set`: slower,
  * never wrong.
  */
-import { alignedShared } from './aligned-memory.js';
+import { alignedShared, MAX_WASM_PAGES as MAX_PAGES, WASM_PAGE } from './aligned-memory.js';
 import { ChunkvaultError } from './errors.js';
-
-const WASM_PAGE = 64 * 1024;
-const MAX_PAGES = 65536;
 
 interface WasmMemory {
   readonly buffer: SharedArrayBuffer;

@@ -5,11 +5,11 @@
 import type { Command } from 'commander';
 import { Repository } from '../../engine/index.js';
 import type { TokenStore } from '../server/index.js';
+import { repoDir } from './commands.js';
+import { printJson, table } from './output.js';
 
 /** The server's token store, loaded only by these commands. */
 const server = () => import('../server/index.js');
-import { repoDir } from './commands.js';
-import { printJson, table } from './output.js';
 
 interface TokenCliOptions {
   repo?: string;

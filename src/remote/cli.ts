@@ -10,7 +10,6 @@ import { formatBytes } from '../units.js';
 import { RemoteAgent, remoteCredentials } from './client.js';
 import { listRemotePoints, remoteBackup, remoteRestore, resolveRemotePoint } from './commands.js';
 
-export { isRemoteRepo, remoteRepoOf } from './url.js';
 
 async function withAgent<T>(url: string, fn: (agent: RemoteAgent) => Promise<T>): Promise<T> {
   const agent = new RemoteAgent(url, remoteCredentials(url));

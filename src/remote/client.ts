@@ -15,7 +15,6 @@ import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { ChunkvaultError, ERROR_CODES, type ErrorCode } from '../../engine/index.js';
 
-export { isRemoteRepo } from './url.js';
 
 export interface RemoteOptions {
   readonly token?: string;

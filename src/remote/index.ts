@@ -3,8 +3,9 @@
  * calls, `remoteBackup`/`remoteRestore` for the client-side-hashing backup and the
  * streamed restore.
  */
-export { RemoteAgent, isRemoteRepo, remoteCredentials } from './client.js';
+export { RemoteAgent, remoteCredentials } from './client.js';
+export { isRemoteRepo, remoteRepoOf } from './url.js';
 export type { RemoteOptions, Reply } from './client.js';
 export { listRemotePoints, remoteBackup, remoteRestore, resolveRemotePoint } from './commands.js';
 export type { RemoteBackupOptions, RemoteBackupResult, RemotePoint } from './commands.js';
-export { cmdRemoteBackup, cmdRemotePoints, cmdRemoteRestore, cmdRemoteStats, remoteRepoOf } from './cli.js';
+export { cmdRemoteBackup, cmdRemotePoints, cmdRemoteRestore, cmdRemoteStats } from './cli.js';
