@@ -3,13 +3,15 @@
  * same chunks and the same "store raw unless it saves 1/32" rule as the engine.
  * `zstd-napi` is its shared `compress` (which resets the parameters on every call);
  * `zstd-napi reused` keeps one Compressor per level. The engine itself calls one
- * compression context per thread into caller memory (engine/codecs.ts).
+ * compression context per thread into caller memory (engine/codecs.ts), and LZ4 from
+ * its own addon (engine/native.ts) at an acceleration the `lz4` package cannot set.
  */
 import { createRequire } from 'node:module';
 import lz4 from 'lz4-napi';
 import { decompressChunk } from '../engine/codecs.js';
 import { CODEC_IDS } from '../engine/constants.js';
 import lz4wasm from 'lz4-wasm-nodejs';
+import { lz4CompressPayload, lz4PayloadBound } from '../engine/native.js';
 import { Compressor, compress as zstdCompress, decompress as zstdDecompress } from 'zstd-napi';
 
 /** zstd-codec ships no types; this is the part of its API we call. */
@@ -104,11 +106,12 @@ interface Liblz4 {
 const liblz4 = createRequire(import.meta.url)('lz4/build/Release/lz4.node') as Liblz4;
 
 /**
- * liblz4 (the `lz4` package), the engine's LZ4: the same size-prefixed block, made with
- * the binding engine/codecs.ts uses; decompressed by the engine's own path.
+ * liblz4 through the `lz4` package's binding (LZ4_compress_default), the card's LZ4 and
+ * the engine's until its own addon replaced it: the same size-prefixed block,
+ * decompressed by the engine's path.
  */
-const lz4Liblz4: Codec = {
-  name: 'liblz4 (lz4, engine)',
+const lz4Package: Codec = {
+  name: 'liblz4 (lz4 package)',
   kind: 'native',
   peer: 'lz4-wasm',
   compress: (raw) => {
@@ -120,6 +123,20 @@ const lz4Liblz4: Codec = {
   decompress: (packed) => decompressChunk(CODEC_IDS.lz4, packed, new DataView(packed.buffer, packed.byteOffset, 4).getUint32(0, true)),
 };
 
+/** The engine's LZ4 (engine/native.ts: the same liblz4 source, LZ4_compress_fast at `acceleration`). */
+function lz4Engine(acceleration: number): Codec {
+  return {
+    name: `liblz4 engine addon, accel ${acceleration}`,
+    kind: 'native',
+    peer: 'liblz4 (lz4 package)',
+    compress: (raw) => {
+      const out = new Uint8Array(lz4PayloadBound(raw.length));
+      return out.subarray(0, lz4CompressPayload(raw, out, acceleration));
+    },
+    decompress: (packed) => decompressChunk(CODEC_IDS.lz4, packed, new DataView(packed.buffer, packed.byteOffset, 4).getUint32(0, true)),
+  };
+}
+
 /** Every codec of the micro benchmark, in table order. */
 export async function loadCodecs(): Promise<Codec[]> {
   const wasmZstd = await loadZstdCodec();
@@ -130,7 +147,9 @@ export async function loadCodecs(): Promise<Codec[]> {
     zstdNapi(6),
     zstdWasm(wasmZstd, 1),
     zstdWasm(wasmZstd, 3),
-    lz4Liblz4,
+    lz4Engine(1),
+    lz4Engine(4),
+    lz4Package,
     lz4Native,
     lz4Wasm,
   ];

@@ -10,7 +10,8 @@
  * re-read of day 2 with no extent list) -> restore day 1 -> restore day 2, and each
  * restore is checked byte-identical (SHA-256). Subjects:
  *
- *   chunkvault: default (lz4, 256 KiB); and unless --no-extra: zstd:1, zstd:3, and
+ *   chunkvault: default (lz4:4, 256 KiB); and unless --no-extra: lz4:1 (LZ4's own
+ *               default acceleration), zstd:1, zstd:3, and
  *               the default pinned to one core (taskset) to show how the pool scales
  *   restic:     repository v2, compression auto
  *   borg:       default chunker and fixed,4194304, each with lz4 and zstd,3
@@ -110,12 +111,13 @@ function checkPrograms(args: Args): Record<string, string> {
 function subjects(ctx: Ctx, args: Args): Subject[] {
   const list: Subject[] = [];
   const cv = args.tools.has('chunkvault');
-  if (cv) list.push(chunkvault(ctx, 'lz4 (default)', 'lz4', [], ['full', 'incremental', 'reread']));
+  if (cv) list.push(chunkvault(ctx, 'lz4:4 (default)', 'lz4', [], ['full', 'incremental', 'reread']));
   if (args.tools.has('restic')) list.push(restic(ctx));
   if (args.tools.has('borg')) {
     for (const chunker of ['buzhash', 'fixed4M'] as const) for (const c of ['lz4', 'zstd,3'] as const) list.push(borg(ctx, chunker, c));
   }
   if (cv && args.extra) {
+    list.push(chunkvault(ctx, 'lz4:1', 'lz4', ['--compression', 'lz4:1'], ['full', 'incremental', 'reread']));
     list.push(chunkvault(ctx, 'zstd:1', 'zstd-1', ['--compression', 'zstd:1'], ['full', 'incremental', 'reread']));
     list.push(chunkvault(ctx, 'zstd:3', 'zstd-3', ['--compression', 'zstd:3'], ['full', 'incremental', 'reread']));
     list.push(chunkvault(ctx, 'lz4, 1 core', 'lz4', [], ['full'], ['taskset', '-c', '0']));

@@ -1,6 +1,7 @@
 /**
  * Micro benchmarks of the hot-path primitives, single core, on VM-like data:
- * chunk hashing, zstd and LZ4 (native vs wasm), zero-chunk detection, copies between
+ * chunk hashing, zstd and LZ4 (native vs wasm, the engine's LZ4 addon vs the `lz4`
+ * package), a worker's prepare task (native vs JavaScript), zero-chunk detection, copies between
  * shared memories (TypedArray.set against the arena's memory.copy), and index
  * access patterns on classic-level. Compare with the "Physical limits" table of the
  * architecture brief; bench/RESULTS.md records a run and the defaults it led to.
@@ -19,6 +20,7 @@ import { createRequire } from 'node:module';
 import { type Codec, loadCodecs, storedSize } from './_codecs.js';
 import { chunksOf, isZero, KIB, MIB, realFilesData, syntheticVmData } from './_data.js';
 import { benchLevel } from './_level.js';
+import { PREPARE_VARIANTS, prepareBench, slabResults } from './_prepare.js';
 import { allocArenaBlock, copyBytes } from '../engine/shared-arena.js';
 import { gbps, machineInfo, opsps, parseArgs, printMachine, printTable, watchOtherLoad, writeJson } from './_report.js';
 
@@ -195,6 +197,33 @@ function benchCopy(s: Settings): Row[] {
   return rows;
 }
 
+/**
+ * A worker task on one slab of 256 KiB slots (the default chunk size): the native call
+ * against the JavaScript path it replaced. Accel 1 must give the JavaScript path's
+ * results exactly; hash only must give its digests.
+ */
+async function benchPrepare(data: Buffer, s: Settings): Promise<Row[]> {
+  const b = await prepareBench(data, 256 * KIB);
+  try {
+    const [js, accel1, , hashOnly] = PREPARE_VARIANTS;
+    const ref = slabResults(b, js!, true);
+    const same = slabResults(b, accel1!, true).equals(ref);
+    const sameHashes = slabResults(b, hashOnly!, false).equals(slabResults(b, js!, false));
+    const data = `${b.slots.length} x 256 KiB slots`;
+    const rows: Row[] = PREPARE_VARIANTS.map((v) => {
+      v.run(b.slab, b.slots);
+      const stored = b.stored();
+      const r = measure(v.name, () => v.run(b.slab, b.slots), s);
+      const roundTrip = v === accel1 ? same : v === hashOnly ? sameHashes : undefined;
+      return { group: 'prepare', name: v.name, data, rate: r.hz * b.bytes, unit: 'B/s', rme: r.rme, ratio: stored > 0 && v !== hashOnly ? b.bytes / stored : undefined, roundTrip };
+    });
+    for (const r of rows.slice(1)) r.vs = `${(r.rate / rows[0]!.rate).toFixed(2)}x vs JS`;
+    return rows;
+  } finally {
+    b.dispose();
+  }
+}
+
 function printRows(rows: readonly Row[]): void {
   const fmt = (r: Row): string => (r.unit === 'ops/s' ? opsps(r.rate) : gbps(r.rate));
   printTable(
@@ -247,6 +276,7 @@ async function main(): Promise<void> {
   const rows: Row[] = [];
   rows.push(...(await benchHashing(real.subarray(0, Math.min(real.length, 32 * MIB)), s)));
   for (const [name, chunks] of sets) rows.push(...benchCodecs(codecs, name, chunks, s));
+  rows.push(...(await benchPrepare(real, s)));
   const lz4Compatible = lz4CrossCheck(codecs, sets[1]?.[1] ?? []);
   rows.push(...benchZero(s));
   rows.push(...benchCopy(s));

@@ -1,14 +1,15 @@
 /**
  * Worker side of the backup hot path: zero check, SHA-256 + XXH64, and compression of
- * the chunks of one window slab, in place. A slab (engine/_window-slab.ts) is shared
+ * the chunks of one window slab, in place. Hashing and LZ4 run in one native call per
+ * task (native.ts); zstd and none compress slot by slot here. A slab (engine/_window-slab.ts) is shared
  * memory: the main thread reads the disk into its raw area, workers write payloads and
  * per-slot results into its other areas, and nothing is copied, allocated or
  * transferred per chunk. A task returns only a count, or an error as data.
  */
-import { compressInto, type CompressionSetting } from './codecs.js';
-import { sha256Into, xxh64 } from './hashing.js';
-import { isAllZero } from './_bytes.js';
+import { compressInto, lz4Acceleration, type CompressionSetting } from './codecs.js';
+import { xxh64 } from './hashing.js';
 import { isChunkvaultError } from './errors.js';
+import { PREPARE_HASH, PREPARE_LZ4, prepareSlots } from './native.js';
 import type { SlabViews } from './_window-slab.js';
 
 export interface PrepareTask {
@@ -23,31 +24,28 @@ export interface PrepareTask {
 
 export type PrepareResult = { readonly ok: number } | { readonly error: { readonly code: string; readonly message: string } };
 
-function prepareSlot(t: PrepareTask, i: number): void {
-  const s = t.slab;
+/** zstd or none: compresses one non-zero slot into its payload area. */
+function compressSlot(s: SlabViews, i: number, setting: CompressionSetting): void {
+  if (s.zero[i] !== 0) return;
   const raw = s.raw.subarray(i * s.chunkSize, i * s.chunkSize + s.length[i]!);
-  if (t.hash) {
-    if (isAllZero(raw)) {
-      s.zero[i] = 1;
-      return;
-    }
-    s.zero[i] = 0;
-    sha256Into(raw, s.digest.subarray(i * 32, i * 32 + 32));
-    s.check[i] = xxh64(raw);
-  }
-  if (t.compress && s.zero[i] === 0) {
-    const out = s.out.subarray(i * s.outStride, (i + 1) * s.outStride);
-    const { codec, length } = compressInto(raw, t.compress, out);
-    s.codec[i] = codec;
-    s.payloadLength[i] = length;
-    s.payloadHash[i] = xxh64(out.subarray(0, length));
-  }
+  const out = s.out.subarray(i * s.outStride, (i + 1) * s.outStride);
+  const { codec, length } = compressInto(raw, setting, out);
+  s.codec[i] = codec;
+  s.payloadLength[i] = length;
+  s.payloadHash[i] = xxh64(out.subarray(0, length));
+}
+
+function run(t: PrepareTask): void {
+  const lz4 = t.compress?.codec === 'lz4';
+  const flags = (t.hash ? PREPARE_HASH : 0) | (lz4 ? PREPARE_LZ4 : 0);
+  if (flags !== 0) prepareSlots(t.slab, Uint32Array.from(t.slots), flags, lz4 ? lz4Acceleration(t.compress!) : 1);
+  if (t.compress && !lz4) for (const i of t.slots) compressSlot(t.slab, i, t.compress);
 }
 
 /** Prepares the listed slots of a slab (see PrepareTask); the results are in the slab. */
 export function prepare(task: PrepareTask): PrepareResult {
   try {
-    for (const i of task.slots) prepareSlot(task, i);
+    run(task);
     return { ok: task.slots.length };
   } catch (err) {
     if (isChunkvaultError(err)) return { error: { code: err.code, message: err.message } };

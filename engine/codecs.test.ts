@@ -2,8 +2,10 @@ import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import lz4napi from 'lz4-napi';
 import { compress as lz4wasm } from 'lz4-wasm-nodejs';
-import { compressChunk, compressInto, decompressChunk, decompressInto, payloadBound, type CompressionSetting } from './codecs.js';
-import { CODEC_IDS } from './constants.js';
+import {
+  compressChunk, compressInto, compressionText, decompressChunk, decompressInto, parseCompression, payloadBound, type CompressionSetting,
+} from './codecs.js';
+import { CODEC_IDS, DEFAULT_LZ4_ACCELERATION } from './constants.js';
 import { isChunkvaultError } from './errors.js';
 
 const CHUNK = 256 * 1024;
@@ -30,6 +32,8 @@ const SETTINGS: CompressionSetting[] = [
   { codec: 'zstd', level: 1 },
   { codec: 'zstd', level: 3 },
   { codec: 'lz4', level: 0 },
+  { codec: 'lz4', level: 4 },
+  { codec: 'lz4', level: 64 },
 ];
 
 describe('codecs', () => {
@@ -67,9 +71,11 @@ describe('codecs', () => {
       decompressInto(CODEC_IDS.lz4, payload, back);
       expect(Buffer.compare(back, raw)).toBe(0);
     }
-    // ... and they read ours (a repository stays readable by the previous release).
-    const ours = compressChunk(raw, { codec: 'lz4', level: 0 }).payload;
-    expect(Buffer.compare(lz4napi.uncompressSync(Buffer.from(ours)), raw)).toBe(0);
+    // ... and they read ours at any acceleration (a repository stays readable by the previous release).
+    for (const level of [0, 4, 1000]) {
+      const ours = compressChunk(raw, { codec: 'lz4', level }).payload;
+      expect(Buffer.compare(lz4napi.uncompressSync(Buffer.from(ours)), raw)).toBe(0);
+    }
   });
 
   it('reports every malformed payload as CHUNK_CORRUPT', () => {
@@ -93,6 +99,20 @@ describe('codecs', () => {
     expect(corruptCode(() => decompressInto(CODEC_IDS.none, raw.subarray(1), out))).toBe('CHUNK_CORRUPT');
     expect(corruptCode(() => decompressInto(7 as never, raw, out))).toBe('CHUNK_CORRUPT');
     expect(corruptCode(() => decompressChunk(CODEC_IDS.none, raw, CHUNK + 1))).toBe('CHUNK_CORRUPT');
+  });
+
+  it('parses and prints settings, LZ4 acceleration included', () => {
+    expect(parseCompression('lz4', 3)).toEqual({ codec: 'lz4', level: DEFAULT_LZ4_ACCELERATION });
+    expect(parseCompression('lz4:1', 3)).toEqual({ codec: 'lz4', level: 1 });
+    expect(parseCompression(' zstd ', 3)).toEqual({ codec: 'zstd', level: 3 });
+    expect(parseCompression('zstd:19', 3)).toEqual({ codec: 'zstd', level: 19 });
+    expect(parseCompression('none', 3)).toEqual({ codec: 'none', level: 0 });
+    for (const bad of ['lz4:0', 'lz4:65538', 'zstd:0', 'zstd:20', 'none:1', 'gzip', 'lz4:x']) {
+      expect(corruptCode(() => parseCompression(bad, 3)), bad).toBe('INVALID_ARGUMENT');
+    }
+    for (const text of ['lz4:1', 'lz4:4', 'zstd:3', 'none']) expect(compressionText(parseCompression(text, 3))).toBe(text);
+    // Level 0 is what earlier versions stored for LZ4's default acceleration.
+    expect(compressionText({ codec: 'lz4', level: 0 })).toBe('lz4:1');
   });
 
   it('survives random garbage as an LZ4 block (never a crash, never a wrong length)', () => {

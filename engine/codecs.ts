@@ -1,11 +1,13 @@
 /**
  * Chunk compression codecs. Library choice by measurement (bench/RESULTS.md): native
- * zstd (zstd-napi, built from its bundled source at install) and native LZ4 (the `lz4`
- * package: liblz4 1.9 built from its bundled source at install; 755 MB/s compression
- * and 4 GB/s decompression here, against 0.5 / 1.2 GB/s for the lz4_flex packages it
- * replaced). LZ4 payloads are a size-prefixed block (u32 LE raw length + one LZ4
- * block), as FORMAT.md says; payloads written by the earlier lz4_flex codecs are the
- * same format.
+ * zstd (zstd-napi, built from its bundled source at install) and native LZ4 (liblz4
+ * 1.9 from the `lz4` package's bundled source, compiled into our own addon,
+ * engine/native.ts, which adds LZ4_compress_fast's acceleration; the lz4_flex packages
+ * it replaced ran at 0.5 / 1.2 GB/s). LZ4 payloads are a size-prefixed block (u32 LE
+ * raw length + one LZ4 block), as FORMAT.md says, whatever the acceleration.
+ *
+ * A setting's `level` is the zstd level, or for LZ4 the acceleration (1 is LZ4's
+ * default; 0, written by earlier versions, means 1).
  *
  * The hot path compresses into and decompresses into memory the caller owns
  * (`compressInto`, `decompressInto`): one compression and one decompression context
@@ -13,12 +15,15 @@
  * suit everything else.
  */
 import { createRequire } from 'node:module';
-import { CODEC_IDS, MIN_COMPRESSION_SAVING_SHIFT, type CodecId, type CodecName } from './constants.js';
+import {
+  CODEC_IDS, DEFAULT_LZ4_ACCELERATION, MAX_LZ4_ACCELERATION, MIN_COMPRESSION_SAVING_SHIFT, type CodecId, type CodecName,
+} from './constants.js';
 import { ChunkvaultError } from './errors.js';
+import { lz4CompressPayload, lz4DecompressBlock, lz4PayloadBound } from './native.js';
 
 export interface CompressionSetting {
   readonly codec: CodecName;
-  /** zstd level (1-19); ignored by the others. */
+  /** zstd level (1-19); LZ4 acceleration (1-65537; 0 means 1); ignored by none. */
   readonly level: number;
 }
 
@@ -33,17 +38,8 @@ interface ZstdBinding {
   DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
 }
 
-interface Lz4Binding {
-  compressBound(size: number): number;
-  /** LZ4_compress_default into `dst`; 0 when it does not fit. */
-  compress(src: Uint8Array, dst: Uint8Array): number;
-  /** LZ4_decompress_safe into `dst`; negative on malformed input. */
-  uncompress(src: Uint8Array, dst: Uint8Array): number;
-}
-
 const require = createRequire(import.meta.url);
 const zstd = require('zstd-napi/binding') as ZstdBinding;
-const lz4 = require('lz4/build/Release/lz4.node') as Lz4Binding;
 
 let cctx: InstanceType<ZstdBinding['CCtx']> | undefined;
 let dctx: InstanceType<ZstdBinding['DCtx']> | undefined;
@@ -52,7 +48,12 @@ const LZ4_PREFIX = 4;
 
 /** Bytes `compressInto` may write for a chunk of `rawLength` bytes (any codec). */
 export function payloadBound(rawLength: number): number {
-  return Math.max(zstd.compressBound(rawLength), LZ4_PREFIX + lz4.compressBound(rawLength), rawLength);
+  return Math.max(zstd.compressBound(rawLength), lz4PayloadBound(rawLength), rawLength);
+}
+
+/** The LZ4 acceleration of a setting (level 0, from earlier versions, is 1). */
+export function lz4Acceleration(setting: CompressionSetting): number {
+  return Math.max(1, setting.level);
 }
 
 /**
@@ -67,11 +68,7 @@ export function compressInto(raw: Uint8Array, setting: CompressionSetting, out: 
     cctx ??= new zstd.CCtx();
     n = cctx.compress(out, raw, setting.level);
   } else if (setting.codec === 'lz4') {
-    const block = lz4.compress(raw, out.subarray(LZ4_PREFIX));
-    if (block > 0) {
-      new DataView(out.buffer, out.byteOffset, LZ4_PREFIX).setUint32(0, raw.length, true);
-      n = LZ4_PREFIX + block;
-    }
+    n = lz4CompressPayload(raw, out, lz4Acceleration(setting));
   }
   if (n > 0 && n < limit) return { codec: CODEC_IDS[setting.codec], length: n };
   out.set(raw);
@@ -99,8 +96,8 @@ export function decompressInto(codec: CodecId, payload: Uint8Array, out: Uint8Ar
       if (payload.length < LZ4_PREFIX) throw corrupt('LZ4 payload shorter than its length prefix');
       const declared = new DataView(payload.buffer, payload.byteOffset, LZ4_PREFIX).getUint32(0, true);
       if (declared !== out.length) throw corrupt(`LZ4 payload declares ${declared} bytes, expected ${out.length}`);
-      n = lz4.uncompress(payload.subarray(LZ4_PREFIX), out);
-      if (n < 0) throw corrupt(`malformed LZ4 block (at byte ${-n})`);
+      n = lz4DecompressBlock(payload.subarray(LZ4_PREFIX), out);
+      if (n < 0) throw corrupt('malformed LZ4 block');
     } else throw new ChunkvaultError('CHUNK_CORRUPT', `unknown codec ${codec}`);
   } catch (err) {
     if (err instanceof ChunkvaultError) throw err;
@@ -132,17 +129,33 @@ export function decompressChunk(codec: CodecId, payload: Uint8Array, rawLength: 
   return out;
 }
 
-/** Parses `zstd`, `zstd:LEVEL`, `lz4`, `none`. */
+/**
+ * Parses `zstd`, `zstd:LEVEL`, `lz4`, `lz4:ACCELERATION`, `none`. Bare `lz4` is the
+ * default acceleration (DEFAULT_LZ4_ACCELERATION).
+ */
 export function parseCompression(text: string, defaultZstdLevel: number): CompressionSetting {
   const m = /^(zstd|lz4|none)(?::(\d+))?$/.exec(text.trim());
-  if (!m) throw new ChunkvaultError('INVALID_ARGUMENT', `invalid compression "${text}": use zstd[:LEVEL], lz4 or none`);
+  if (!m) {
+    throw new ChunkvaultError('INVALID_ARGUMENT', `invalid compression "${text}": use zstd[:LEVEL], lz4[:ACCELERATION] or none`);
+  }
   const codec = m[1] as CodecName;
-  if (m[2] !== undefined && codec !== 'zstd') {
-    throw new ChunkvaultError('INVALID_ARGUMENT', `compression "${codec}" takes no level`);
+  if (m[2] !== undefined && codec === 'none') throw new ChunkvaultError('INVALID_ARGUMENT', 'compression "none" takes no level');
+  const given = m[2] === undefined ? undefined : Number(m[2]);
+  if (codec === 'none') return { codec, level: 0 };
+  if (codec === 'lz4') {
+    const level = given ?? DEFAULT_LZ4_ACCELERATION;
+    if (level < 1 || level > MAX_LZ4_ACCELERATION) {
+      throw new ChunkvaultError('INVALID_ARGUMENT', `lz4 acceleration ${level} out of range 1-${MAX_LZ4_ACCELERATION}`);
+    }
+    return { codec, level };
   }
-  const level = m[2] === undefined ? (codec === 'zstd' ? defaultZstdLevel : 0) : Number(m[2]);
-  if (codec === 'zstd' && (level < 1 || level > 19)) {
-    throw new ChunkvaultError('INVALID_ARGUMENT', `zstd level ${level} out of range 1-19`);
-  }
+  const level = given ?? defaultZstdLevel;
+  if (level < 1 || level > 19) throw new ChunkvaultError('INVALID_ARGUMENT', `zstd level ${level} out of range 1-19`);
   return { codec, level };
+}
+
+/** The text `parseCompression` reads back: `zstd:3`, `lz4:4`, `none`. */
+export function compressionText(setting: CompressionSetting): string {
+  if (setting.codec === 'none') return 'none';
+  return `${setting.codec}:${setting.codec === 'lz4' ? lz4Acceleration(setting) : setting.level}`;
 }

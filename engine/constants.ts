@@ -53,6 +53,10 @@ export type CodecId = (typeof CODEC_IDS)[CodecName];
 export const MIN_COMPRESSION_SAVING_SHIFT = 5;
 
 export const DEFAULT_ZSTD_LEVEL = 3;
+/** LZ4 acceleration of bare `lz4` (1 is LZ4's default; bench/RESULTS.md has the choice). */
+export const DEFAULT_LZ4_ACCELERATION = 4;
+/** LZ4's own limit (LZ4_ACCELERATION_MAX). */
+export const MAX_LZ4_ACCELERATION = 65537;
 export const MAX_ZSTD_LEVEL = 19;
 export const MIN_ZSTD_LEVEL = 1;
 

@@ -10,7 +10,7 @@ export { Repository } from './repository.js';
 export type { OpenOptions } from './repository.js';
 export type { RepoConfig, InitOptions } from './repo-config.js';
 export { DEFAULT_COMPRESSION, validateChunkSize } from './repo-config.js';
-export { parseCompression } from './codecs.js';
+export { compressionText, parseCompression } from './codecs.js';
 export type { CompressionSetting } from './codecs.js';
 export { newJobId, validateName } from './catalog.js';
 export type { PointRecord, PointStats, VmBackupRecord } from './catalog.js';

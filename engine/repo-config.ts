@@ -8,7 +8,9 @@ import { join } from 'node:path';
 import {
   DEFAULT_CHUNK_SIZE,
   DEFAULT_CONTAINER_TARGET_BYTES,
+  DEFAULT_LZ4_ACCELERATION,
   FORMAT_VERSION,
+  MAX_LZ4_ACCELERATION,
   MAX_CHUNK_SIZE,
   MIN_CHUNK_SIZE,
 } from './constants.js';
@@ -34,13 +36,13 @@ export interface InitOptions {
   readonly containerTargetBytes?: number;
 }
 
-/** Chosen by measurement: bench/RESULTS.md ("codecs"). */
 /**
  * LZ4 by measurement (bench/RESULTS.md "End to end"): on 2 cores it backs up a 2 GiB
  * image 1.2-1.4x faster than zstd level 1 and restores as fast, for a repository about
- * 1.2x larger; `--compression zstd:1` (or higher) trades that speed for space.
+ * 1.2x larger; `--compression zstd:1` (or higher) trades that speed for space. The
+ * LZ4 acceleration is DEFAULT_LZ4_ACCELERATION (`lz4:1` is LZ4's own default).
  */
-export const DEFAULT_COMPRESSION: CompressionSetting = { codec: 'lz4', level: 0 };
+export const DEFAULT_COMPRESSION: CompressionSetting = { codec: 'lz4', level: DEFAULT_LZ4_ACCELERATION };
 
 export function validateChunkSize(size: number): number {
   const pow2 = Number.isInteger(size) && size > 0 && (size & (size - 1)) === 0;
@@ -87,9 +89,11 @@ export function parseConfig(text: string): RepoConfig {
   if (raw.digest !== 'sha256') throw invalid(`unsupported digest ${String(raw.digest)}`);
   if (raw.checkHash !== 'xxh64') throw invalid(`unsupported check hash ${String(raw.checkHash)}`);
   const comp = raw.compression as CompressionSetting | undefined;
-  if (!comp || !['zstd', 'lz4', 'none'].includes(comp.codec) || typeof comp.level !== 'number') {
+  if (!comp || !['zstd', 'lz4', 'none'].includes(comp.codec) || !Number.isInteger(comp.level)) {
     throw invalid('bad compression');
   }
+  // lz4 level 0 is what earlier versions wrote for LZ4's default acceleration (1).
+  if (comp.codec === 'lz4' && (comp.level < 0 || comp.level > MAX_LZ4_ACCELERATION)) throw invalid('bad lz4 acceleration');
   if (typeof raw.chunkSize !== 'number') throw invalid('bad chunkSize');
   validateChunkSize(raw.chunkSize);
   if (typeof raw.containerTargetBytes !== 'number' || raw.containerTargetBytes < raw.chunkSize) {

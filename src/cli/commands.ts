@@ -3,6 +3,7 @@
  */
 import {
   ChunkvaultError,
+  compressionText,
   parseCompression,
   rebuildIndex,
   Repository,
@@ -63,8 +64,7 @@ export async function cmdInit(dir: string, o: { chunkSize?: string; compression?
   });
   if (o.json) printJson({ repo: dir, ...config });
   else {
-    const c = config.compression;
-    process.stdout.write(`created repository ${dir} (chunk size ${formatBytes(config.chunkSize)}, compression ${c.codec}${c.codec === 'zstd' ? `:${c.level}` : ''})\n`);
+    process.stdout.write(`created repository ${dir} (chunk size ${formatBytes(config.chunkSize)}, compression ${compressionText(config.compression)})\n`);
   }
   return 0;
 }

@@ -5,7 +5,6 @@
 export { estimate, planRegions } from './estimator.js';
 export type { EstimateOptions, OpenedSource } from './estimator.js';
 export type { CodecEstimate, EstimateReport, SchemeEstimate, SourceEstimate } from './tally.js';
-export { codecLabel } from './tally.js';
 export { cdcParams, CdcCutter } from './cdc.js';
 export type { CdcParams, CdcUnit } from './cdc.js';
 export { estimateTotal, seededRandom } from './sampling.js';

@@ -16,7 +16,7 @@
  * for CDC schemes the map figure is hypothetical: 32 B digest + 8 B offset per chunk.
  */
 import { INDEX_VALUE_BYTES, MAP_HEADER_BYTES, MAP_TRAILER_BYTES, DIGEST_BYTES } from '../../engine/index.js';
-import type { CompressionSetting } from '../../engine/index.js';
+import { compressionText, type CompressionSetting } from '../../engine/index.js';
 import { cdcParams } from './cdc.js';
 import { estimateTotal, type Interval } from './sampling.js';
 
@@ -49,10 +49,6 @@ interface RegionCounts {
 export interface SourceInfo {
   readonly name: string;
   readonly sizeBytes: number;
-}
-
-export function codecLabel(c: CompressionSetting): string {
-  return c.codec === 'zstd' ? `zstd:${c.level}` : c.codec;
 }
 
 function ratio(a: number, b: number): number {
@@ -176,7 +172,7 @@ export class Tally {
   report(extra: Pick<EstimateReport, 'bytesRead' | 'durationMs' | 'sample'>): EstimateReport {
     return {
       sources: [...this.sources],
-      codecs: this.codecs.map(codecLabel),
+      codecs: this.codecs.map(compressionText),
       ...extra,
       schemes: this.schemes.map((s, i) => this.schemeReport(s, i, extra.sample?.regionsTotal ?? 0)),
     };
@@ -200,7 +196,7 @@ export class Tally {
     const codecs = this.codecs.map((c, j): CodecEstimate => {
       const storedI = this.sampling ? iv(sampled.map((r) => r.stored[i]![j]!)) : undefined;
       const stored = storedI?.estimate ?? t.stored[j]!;
-      return { codec: codecLabel(c), storedBytes: Math.round(stored), compressionRatio: ratio(unique, stored), totalRatio: ratio(logical, stored), ...(storedI ? { interval: storedI } : {}) };
+      return { codec: compressionText(c), storedBytes: Math.round(stored), compressionRatio: ratio(unique, stored), totalRatio: ratio(logical, stored), ...(storedI ? { interval: storedI } : {}) };
     });
     const maps = cdc
       ? chunks * (DIGEST_BYTES + CDC_OFFSET_BYTES) + this.sources.length * (MAP_HEADER_BYTES + MAP_TRAILER_BYTES)

@@ -202,7 +202,7 @@ describe('repositories', () => {
     for (const size of ['100K', '32K', '8M', '0', 'abc', '1.5M', '-64K']) {
       await expectRejected(target, ['init', target, '--chunk-size', size], 'INVALID_ARGUMENT');
     }
-    for (const codec of ['gzip', 'zstd:0', 'zstd:20', 'zstd:x', 'lz4:1', 'none:1']) {
+    for (const codec of ['gzip', 'zstd:0', 'zstd:20', 'zstd:x', 'lz4:0', 'lz4:65538', 'none:1']) {
       await expectRejected(target, ['init', target, '--compression', codec], 'INVALID_ARGUMENT');
     }
   });
