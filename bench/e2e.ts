@@ -140,13 +140,15 @@ function prepareImages(tmp: string, args: Args, log: (m: string) => void): { day
 }
 
 /**
- * Copies the built CLI (dist/src, dist/engine, dist/adapters) into the work directory
- * and returns its entry point. Other work rebuilds dist/ while a run takes minutes;
+ * Copies the built CLI (dist/src, dist/engine, dist/adapters, and the native addon)
+ * into the work directory and returns its entry point. Other work rebuilds dist/ while a run takes minutes;
  * the copy keeps every step on the same build. node_modules is linked, not copied.
  */
 function snapshotCli(tmp: string): string {
   const dir = join(tmp, 'cli');
   for (const part of ['src', 'engine', 'adapters']) cpSync(join(ROOT, 'dist', part), join(dir, 'dist', part), { recursive: true });
+  const addon = join('engine', 'native', 'build', 'Release', 'chunkvault_native.node');
+  cpSync(join(ROOT, addon), join(dir, addon));
   writeFileSync(join(dir, 'package.json'), '{ "type": "module" }\n');
   symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'));
   const cli = join(dir, 'dist', 'src', 'cli', 'main.js');
