@@ -49,10 +49,30 @@ export function sendError(res: Res, err: unknown): ChunkvaultError {
   const status = statusOf(e.code);
   const body = status === 500 ? { code: e.code, message: 'internal server error', details: {} } : e.toJSON();
   const headers: Record<string, string> = e.code === 'AUTH_REQUIRED' || e.code === 'AUTH_FAILED' ? { 'www-authenticate': 'Bearer' } : {};
-  // A refused body is not read: close the connection rather than drain it.
-  if (e.code === 'BODY_TOO_LARGE' && (res.req as Req | undefined)?.httpVersionMajor === 1) headers['connection'] = 'close';
   sendJson(res, status, { error: body }, headers);
+  if (e.code === 'BODY_TOO_LARGE') lingerThenClose(res);
   return e;
+}
+
+/** How long a refused body may keep arriving (and be thrown away) after the reply. */
+export const LINGER_MS = 2000;
+
+/**
+ * After a 413, the client is usually still sending the body it was refused. Closing
+ * the connection at once makes its kernel see a reset while it writes, and a reset
+ * can throw away the reply it has not read yet (the client sees EPIPE or ECONNRESET,
+ * never the 413). So the rest of the body is read and discarded (node's server does
+ * that for a request whose reply is done), the connection stays usable when it ends
+ * in time, and it is closed when more than LINGER_MS of it is still coming.
+ */
+function lingerThenClose(res: Res): void {
+  const req = res.req as Req | undefined;
+  if (!req || req.httpVersionMajor !== 1 || req.complete) return;
+  const timer = setTimeout(() => req.socket.destroy(), LINGER_MS);
+  timer.unref();
+  req.once('end', () => clearTimeout(timer));
+  req.once('close', () => clearTimeout(timer));
+  req.resume();
 }
 
 /**
@@ -65,18 +85,25 @@ export async function readBody(req: Req, limit: number, onData?: (n: number) => 
   if (declared !== undefined && Number(declared) > limit) {
     throw new ChunkvaultError('BODY_TOO_LARGE', `the request body may hold at most ${limit} bytes`, { details: { limit } });
   }
-  const parts: Buffer[] = [];
-  let total = 0;
-  for await (const piece of req as AsyncIterable<Buffer>) {
-    total += piece.length;
-    onData?.(piece.length);
-    if (total > limit) {
-      req.destroy();
-      throw new ChunkvaultError('BODY_TOO_LARGE', `the request body may hold at most ${limit} bytes`, { details: { limit } });
-    }
-    parts.push(piece);
-  }
-  return parts.length === 1 ? parts[0]! : Buffer.concat(parts, total);
+  return new Promise((resolve, reject) => {
+    const parts: Buffer[] = [];
+    let total = 0;
+    const done = (err?: Error): void => {
+      req.off('data', onPiece).off('end', onEnd).off('error', done).off('close', onClose);
+      if (err) reject(err);
+      else resolve(parts.length === 1 ? parts[0]! : Buffer.concat(parts, total));
+    };
+    const onPiece = (piece: Buffer): void => {
+      total += piece.length;
+      onData?.(piece.length);
+      // Not destroyed: the reply must reach the client first (sendError lingers, then closes).
+      if (total > limit) done(new ChunkvaultError('BODY_TOO_LARGE', `the request body may hold at most ${limit} bytes`, { details: { limit } }));
+      else parts.push(piece);
+    };
+    const onEnd = (): void => done();
+    const onClose = (): void => done(new ChunkvaultError('INTERRUPTED', 'the client went away during the request body'));
+    req.on('data', onPiece).on('end', onEnd).on('error', done).on('close', onClose);
+  });
 }
 
 /** A JSON object body (INVALID_ARGUMENT when it is not one). */

@@ -64,13 +64,16 @@ export interface CallOptions {
   readonly body?: Buffer | string | object;
   readonly headers?: Record<string, string>;
   readonly ca?: Buffer;
+  /** Send the body chunked (no Content-Length), in 64 KiB pieces. */
+  readonly chunked?: boolean;
 }
 
 /** One HTTP(S)/1.1 request; never throws for an error status. */
 export function call(base: string, method: string, path: string, o: CallOptions = {}): Promise<Reply> {
   const url = new URL(path, base);
   const body = o.body === undefined ? undefined : Buffer.isBuffer(o.body) ? o.body : Buffer.from(typeof o.body === 'string' ? o.body : JSON.stringify(o.body));
-  const headers: Record<string, string> = { ...(o.token ? { authorization: `Bearer ${o.token}` } : {}), ...(body ? { 'content-length': String(body.length) } : {}), ...o.headers };
+  const length: Record<string, string> = body && !o.chunked ? { 'content-length': String(body.length) } : {};
+  const headers: Record<string, string> = { ...(o.token ? { authorization: `Bearer ${o.token}` } : {}), ...length, ...o.headers };
   const request = url.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise((resolve, reject) => {
     // The path goes out as given (a URL object would resolve `..`): path-traversal tests need it raw.
@@ -91,7 +94,32 @@ export function call(base: string, method: string, path: string, o: CallOptions 
     });
     // A server that refuses a large body may close before reading it: the reply still counts.
     req.on('error', reject);
-    req.end(body);
+    if (o.chunked && body) {
+      for (let at = 0; at < body.length; at += 64 * 1024) req.write(body.subarray(at, at + 64 * 1024));
+      req.end();
+    } else req.end(body);
+  });
+}
+
+/**
+ * A raw HTTP/1.1 request that declares `declared` body bytes and keeps sending 64 KiB
+ * pieces until the server closes the connection; everything the server sent back.
+ */
+export function sendUntilClosed(base: string, path: string, token: string, declared: number): Promise<string> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const received: Buffer[] = [];
+    const piece = Buffer.alloc(64 * 1024, 7);
+    const socket = connect(Number(url.port), url.hostname, () => {
+      socket.write(`PUT ${path} HTTP/1.1\r\nhost: ${url.host}\r\nauthorization: Bearer ${token}\r\ncontent-length: ${declared}\r\n\r\n`);
+      const timer = setInterval(() => socket.writable && socket.write(piece), 20);
+      socket.on('close', () => {
+        clearInterval(timer);
+        resolve(Buffer.concat(received).toString('utf8'));
+      });
+    });
+    socket.on('data', (b: Buffer) => received.push(b));
+    socket.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
   });
 }
 

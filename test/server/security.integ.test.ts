@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ROUTES } from '../../src/server/routes.js';
 import { checkRepo, cliOk, ROOT, ensureBuilt, initRepo, makeImage, makeTempDir, removeTempDir } from '../helpers/cli.js';
-import { call, dataSnapshot, makeToken, startAgent, type Agent, type Reply } from './_agent.js';
+import { call, dataSnapshot, makeToken, sendUntilClosed, startAgent, type Agent, type Reply } from './_agent.js';
 
 const CHUNK = 64 * 1024;
 const SIZE = 1024 * 1024;
@@ -135,6 +135,9 @@ describe('media agent security', () => {
     refused(await api('acmeBackup', 'PUT', `/v1/sessions/${sid}/extents/0`, Buffer.alloc(256 * 1024 + 512, 1)), 413, 'BODY_TOO_LARGE');
     refused(await api('acmeBackup', 'PUT', `/v1/sessions/${sid}/chunks/0`, Buffer.alloc(CHUNK + 1, 1)), 413, 'BODY_TOO_LARGE');
     refused(await api('acmeBackup', 'POST', `/v1/sessions/${sid}/digests`, `{"slots":[${'0,'.repeat(1_100_000)}0]}`), 413, 'BODY_TOO_LARGE');
+    // Chunked, so the limit is found while reading: the client still gets the 413.
+    const chunked = await call(agent.url, 'PUT', `/v1/sessions/${sid}/extents/0`, { token: tok.acmeBackup, body: Buffer.alloc(256 * 1024 + 512, 1), chunked: true });
+    refused(chunked, 413, 'BODY_TOO_LARGE');
     const big = await api('acmeBackup', 'GET', '/v1/points', undefined, { 'x-padding': 'a'.repeat(40 * 1024) });
     expect(big.status).toBe(431);
     refused(await api('acmeBackup', 'PUT', `/v1/sessions/${sid}/extents/100`, Buffer.alloc(512, 1)), 400, 'EXTENTS_INVALID');
@@ -154,6 +157,14 @@ describe('media agent security', () => {
     for (const path of ['/v1/points/../sessions', `/v1/points/${acmePoint}/../../config.json`, '/v1/points/..%2f..%2fconfig.json/data', '/v1/points/abc/data', '/config.json']) {
       refused(await api('acmeRead', 'GET', path), 404, 'NOT_FOUND');
     }
+    expect((await api('acmeBackup', 'DELETE', `/v1/sessions/${sid}`)).status).toBe(204);
+  });
+
+  it('answers 413 to a client still sending a refused body, then closes its connection', async () => {
+    const sid = await openSession('acmeBackup');
+    const reply = await sendUntilClosed(agent.url, `/v1/sessions/${sid}/extents/0`, tok.acmeBackup!, 1024 ** 3);
+    expect(reply.startsWith('HTTP/1.1 413'), reply).toBe(true);
+    expect(reply).toContain('BODY_TOO_LARGE');
     expect((await api('acmeBackup', 'DELETE', `/v1/sessions/${sid}`)).status).toBe(204);
   });
 
