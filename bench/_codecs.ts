@@ -101,9 +101,16 @@ const lz4Wasm: Codec = {
 
 interface Liblz4 {
   compressBound(n: number): number;
+  /** LZ4_compress_default into `dst`; 0 when it does not fit. */
   compress(src: Uint8Array, dst: Uint8Array): number;
 }
-const liblz4 = createRequire(import.meta.url)('lz4/build/Release/lz4.node') as Liblz4;
+/** The `lz4` package's own binding (also bench/_prepare.ts's "before" path). */
+export const liblz4 = createRequire(import.meta.url)('lz4/build/Release/lz4.node') as Liblz4;
+
+/** A size-prefixed LZ4 payload, decompressed by the engine's path. */
+function decompressLz4Payload(packed: Uint8Array): Uint8Array {
+  return decompressChunk(CODEC_IDS.lz4, packed, new DataView(packed.buffer, packed.byteOffset, 4).getUint32(0, true));
+}
 
 /**
  * liblz4 through the `lz4` package's binding (LZ4_compress_default), the card's LZ4 and
@@ -120,7 +127,7 @@ const lz4Package: Codec = {
     new DataView(out.buffer).setUint32(0, raw.length, true);
     return out.subarray(0, 4 + n);
   },
-  decompress: (packed) => decompressChunk(CODEC_IDS.lz4, packed, new DataView(packed.buffer, packed.byteOffset, 4).getUint32(0, true)),
+  decompress: decompressLz4Payload,
 };
 
 /** The engine's LZ4 (engine/native.ts: the same liblz4 source, LZ4_compress_fast at `acceleration`). */
@@ -133,7 +140,7 @@ function lz4Engine(acceleration: number): Codec {
       const out = new Uint8Array(lz4PayloadBound(raw.length));
       return out.subarray(0, lz4CompressPayload(raw, out, acceleration));
     },
-    decompress: (packed) => decompressChunk(CODEC_IDS.lz4, packed, new DataView(packed.buffer, packed.byteOffset, 4).getUint32(0, true)),
+    decompress: decompressLz4Payload,
   };
 }
 
