@@ -30,6 +30,7 @@ import {
   writeJson,
   type CliResult,
   type PointJson,
+  type RunningCli,
 } from '../helpers/cli.js';
 
 const VM = 'vm-crash';
@@ -98,12 +99,17 @@ async function hasCommitted(repo: string): Promise<boolean> {
   return (await fsp.readdir(join(repo, 'catalog', 'points'))).length > committed.size;
 }
 
-async function killRun(i: number, anchor: Anchor, delayMs: number): Promise<'before-commit' | 'after-commit'> {
-  const repo = await copyDir(template, join(dir, `run-${i}`));
-  const running = startCli(backupArgs(repo, imageB));
+/** Waits until the backup has reached `anchor` (or any later moment), or has exited. */
+async function reached(running: RunningCli, repo: string, anchor: Anchor): Promise<void> {
   const exited = () => running.child.exitCode !== null;
   if (anchor === 'writing') await waitFor(async () => exited() || (await isWriting(repo)) || (await hasCommitted(repo)));
   if (anchor === 'commit') await waitFor(async () => exited() || (await hasCommitted(repo)));
+}
+
+async function killRun(i: number, anchor: Anchor, delayMs: number): Promise<'before-commit' | 'after-commit'> {
+  const repo = await copyDir(template, join(dir, `run-${i}`));
+  const running = startCli(backupArgs(repo, imageB));
+  await reached(running, repo, anchor);
   const at = Date.now() - running.started;
   await sleep(delayMs);
   running.child.kill('SIGKILL');
@@ -190,7 +196,7 @@ async function interruptedBackup(label: string, image: string, signal: NodeJS.Si
   const repo = await copyDir(template, join(dir, label));
   const before = await repoSnapshot(repo);
   const running = startCli(backupArgs(repo, image));
-  await waitFor(async () => (await isWriting(repo)) || running.child.exitCode !== null);
+  await reached(running, repo, 'writing');
   if (extraDelayMs > 0) await sleep(extraDelayMs);
   const stillRunning = running.child.exitCode === null;
   const pointsAtSignal = (await fsp.readdir(join(repo, 'catalog', 'points'))).length;
@@ -249,8 +255,8 @@ describe('SIGINT and SIGTERM during a backup', () => {
 it('a killed backup never blocks later commands (no stale lock)', async () => {
   const repo = await copyDir(template, join(dir, 'lock-repo'));
   const running = startCli(backupArgs(repo, imageB));
-  // The index (and its LevelDB lock) is held from before tmp/<id>.map.tmp appears.
-  await waitFor(async () => (await isWriting(repo)) || running.child.exitCode !== null);
+  // The index and the backup's session lock are held from before it starts writing.
+  await reached(running, repo, 'writing');
   expect(running.child.exitCode).toBe(null);
   running.child.kill('SIGKILL');
   await running.result;
