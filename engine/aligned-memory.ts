@@ -9,7 +9,11 @@
  * 64 KiB WebAssembly pages. Nothing here relies on the alignment for correctness: a
  * direct write of memory that is not aligned fails with EINVAL, and the writer then
  * falls back to buffered I/O (see src/restore-targets.ts).
+ *
+ * Large buffers are advised for transparent huge pages (native.ts `adviseHugePages`):
+ * they are first touched by the hot path, where a page fault per 4 KiB is measurable.
  */
+import { adviseHugePages } from './native.js';
 
 /** Bytes of a WebAssembly memory page. */
 export const WASM_PAGE = 64 * 1024;
@@ -30,5 +34,7 @@ export function alignedShared(bytes: number): Uint8Array {
   const pages = Math.max(1, Math.ceil(bytes / WASM_PAGE));
   if (pages > MAX_WASM_PAGES) return new Uint8Array(new SharedArrayBuffer(bytes));
   const mem = new WasmMemory({ initial: pages, maximum: pages, shared: true });
-  return new Uint8Array(mem.buffer, 0, bytes);
+  const view = new Uint8Array(mem.buffer, 0, bytes);
+  adviseHugePages(view);
+  return view;
 }

@@ -22,6 +22,7 @@ import { OPEN_BATCH_FIELDS, type OpenBatchFailure } from './_worker-open.js';
 import { ChunkvaultError, isChunkvaultError, toChunkvaultError, type ErrorCode } from './errors.js';
 import { toHex } from './_bytes.js';
 import { KIB, MIB, RECORD_HEADER_BYTES } from './constants.js';
+import { adviseHugePages } from './native.js';
 
 const MAX_OPEN_CONTAINERS = 32;
 /** Records this close in one container are read with one call (the gap is read and dropped). */
@@ -50,7 +51,10 @@ export class ReadScratch {
   private buf = new Uint8Array(new SharedArrayBuffer(0));
 
   get(bytes: number): Uint8Array {
-    if (this.buf.length < bytes) this.buf = new Uint8Array(new SharedArrayBuffer(Math.max(bytes, this.buf.length * 2)));
+    if (this.buf.length < bytes) {
+      this.buf = new Uint8Array(new SharedArrayBuffer(Math.max(bytes, this.buf.length * 2)));
+      adviseHugePages(this.buf);
+    }
     return this.buf;
   }
 }

@@ -3,8 +3,9 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { decompressInto } from './codecs.js';
 import { CODEC_IDS } from './constants.js';
 import { xxh64 } from './hashing.js';
-import { PREPARE_HASH, PREPARE_LZ4, lz4CompressPayload, lz4DecompressBlock, lz4PayloadBound, prepareSlots } from './native.js';
+import { PREPARE_HASH, PREPARE_LZ4, adviseHugePages, lz4CompressPayload, lz4DecompressBlock, lz4PayloadBound, prepareSlots } from './native.js';
 import { SlabPool, type SlabViews } from './_window-slab.js';
+import { alignedShared } from './aligned-memory.js';
 
 const CHUNK = 64 * 1024;
 const SLOTS = 8;
@@ -119,5 +120,24 @@ describe('native LZ4', () => {
     expect(lz4CompressPayload(raw, new Uint8Array(100), 1)).toBe(0);
     expect(lz4CompressPayload(raw, new Uint8Array(3), 1)).toBe(0);
     expect(lz4DecompressBlock(Uint8Array.of(0xf0, 1, 2), new Uint8Array(CHUNK))).toBe(-1);
+  });
+});
+
+describe('adviseHugePages', () => {
+  it('advises the whole 2 MiB pages inside a view (Linux), and leaves its bytes as they are', () => {
+    const view = alignedShared(8 * 1024 * 1024 + 12345);
+    view[0] = 1;
+    view[view.length - 1] = 2;
+    const advised = adviseHugePages(view);
+    if (process.platform === 'linux') expect(advised).toBeGreaterThanOrEqual(4 * 1024 * 1024);
+    expect(advised % (2 * 1024 * 1024)).toBe(0);
+    expect(view[0]).toBe(1);
+    expect(view[view.length - 1]).toBe(2);
+    expect(view.subarray(1, view.length - 1).every((b) => b === 0)).toBe(true);
+  });
+
+  it('advises nothing for a view smaller than a huge page, and rejects what is not a Uint8Array', () => {
+    expect(adviseHugePages(new Uint8Array(4096))).toBe(0);
+    expect(errorOf(() => adviseHugePages(new Uint16Array(8) as unknown as Uint8Array))?.name).toBe('TypeError');
   });
 });

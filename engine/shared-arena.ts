@@ -23,6 +23,7 @@
  */
 import { alignedShared, MAX_WASM_PAGES as MAX_PAGES, WASM_PAGE } from './aligned-memory.js';
 import { ChunkvaultError } from './errors.js';
+import { adviseHugePages } from './native.js';
 
 interface WasmMemory {
   readonly buffer: SharedArrayBuffer;
@@ -91,6 +92,7 @@ class SharedArena {
     this.live.set(offset, pages);
     const buffer = this.memory.buffer;
     this.buffers.add(buffer);
+    adviseHugePages(new Uint8Array(buffer, offset, pages * WASM_PAGE));
     return new Uint8Array(buffer, offset, bytes);
   }
 
