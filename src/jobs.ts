@@ -13,8 +13,9 @@ import {
   type BackupRequest,
   type PointRecord,
 } from '../engine/index.js';
-import { FileFrontEnd, HypervVmFrontEnd, NbdFrontEnd, XenVmFrontEnd, openVirtualDisk, isHypervSource, isKvmSource, isXenSource, kvmFrontEnd, type BackupPlan, type FrontEnd, type VmFrontEnd } from '../adapters/index.js';
-import { isVmwareSource, VmwareVmFrontEnd } from '../adapters/vmware/index.js';
+import type { BackupPlan, FrontEnd, VmFrontEnd } from '../adapters/index.js';
+import { FileFrontEnd } from '../adapters/file/index.js';
+import { isHypervSource, isKvmSource, isNbdUri, isVmwareSource, isXenSource } from '../adapters/schemes.js';
 import { openTarget } from './restore-targets.js';
 
 export interface SourceOptions {
@@ -24,20 +25,23 @@ export interface SourceOptions {
   readonly bitmap?: string;
 }
 
-const NBD_SCHEME = /^nbds?(\+unix)?:\/\//;
-
-/** Picks the front-end for a source argument: kvm:/kvm+qmp:, an NBD URI, else a file or block device. */
-export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
+/**
+ * Picks the front-end for a source argument: kvm:/kvm+qmp:, an NBD URI, else a file or
+ * block device. Only the chosen adapter is loaded (a file backup loads none of the
+ * hypervisor clients: about 40 ms of every command's start-up, bench/RESULTS.md).
+ */
+export async function frontEndFor(source: string, o: SourceOptions = {}): Promise<FrontEnd> {
   if (isXenSource(source)) throw new ChunkvaultError('INVALID_ARGUMENT', 'a xen:// source is a whole VM: name it alone on the command line');
   if (isVmwareSource(source)) throw new ChunkvaultError('INVALID_ARGUMENT', 'a vmware:// source is a whole VM: name it alone on the command line');
   if (isHypervSource(source)) throw new ChunkvaultError('INVALID_ARGUMENT', 'a hyperv:// source is a whole VM: name it alone on the command line');
   if (isKvmSource(source)) {
     // The KVM front-ends own their bitmaps: a user-named bitmap or extent list would bypass that.
     if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to kvm: sources (they manage their own bitmaps)');
-    return kvmFrontEnd(source);
+    return (await import('../adapters/kvm/index.js')).kvmFrontEnd(source);
   }
-  if (NBD_SCHEME.test(source)) {
+  if (isNbdUri(source)) {
     if (o.changedExtentsFile) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents applies to files and block devices; use --bitmap with NBD');
+    const { NbdFrontEnd } = await import('../adapters/nbd/index.js');
     return new NbdFrontEnd(source, o.bitmap === undefined ? {} : { bitmap: o.bitmap });
   }
   if (o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--bitmap applies to NBD sources (nbd://, nbd+unix://, nbds://)');
@@ -45,6 +49,7 @@ export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
   if (vdisk) {
     // Chosen by prefix or extension, never by probing contents: a raw disk may end in a VHD footer.
     const path = vdisk[2] ?? source;
+    const { openVirtualDisk } = await import('../adapters/hyperv/index.js');
     return new FileFrontEnd(path, o.changedExtentsFile, (p) => openVirtualDisk(p));
   }
   return new FileFrontEnd(source, o.changedExtentsFile);
@@ -54,18 +59,18 @@ export function frontEndFor(source: string, o: SourceOptions = {}): FrontEnd {
 const VIRTUAL_DISK = /^(vhdx?:)(.+)$|\.a?vhdx?$/i;
 
 /** A source that names a whole VM (`xen://`, `xens://`, `hyperv://`, `vmware://`), else null. */
-export function vmFrontEndFor(source: string, o: SourceOptions = {}): VmFrontEnd | null {
+export async function vmFrontEndFor(source: string, o: SourceOptions = {}): Promise<VmFrontEnd | null> {
   if (isVmwareSource(source)) {
     if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to vmware:// sources (they use vSphere changed block tracking)');
-    return new VmwareVmFrontEnd(source);
+    return new (await import('../adapters/vmware/index.js')).VmwareVmFrontEnd(source);
   }
   if (isHypervSource(source)) {
     if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to hyperv:// sources (they use resilient change tracking)');
-    return new HypervVmFrontEnd(source);
+    return new (await import('../adapters/hyperv/index.js')).HypervVmFrontEnd(source);
   }
   if (!isXenSource(source)) return null;
   if (o.changedExtentsFile || o.bitmap !== undefined) throw new ChunkvaultError('INVALID_ARGUMENT', '--changed-extents and --bitmap do not apply to xen:// sources (they use XenAPI changed block tracking)');
-  return new XenVmFrontEnd(source);
+  return new (await import('../adapters/xen/index.js')).XenVmFrontEnd(source);
 }
 
 export interface BackupJobOptions {
@@ -122,7 +127,7 @@ export async function runBackupJob(o: BackupJobOptions): Promise<PointRecord> {
 
 /** Convenience for files: `frontEndFor` + `runBackupJob`. */
 export async function runFileBackup(o: Omit<BackupJobOptions, 'frontEnd'> & { source: string; changedExtentsFile?: string }): Promise<PointRecord> {
-  const frontEnd = frontEndFor(o.source, o.changedExtentsFile === undefined ? {} : { changedExtentsFile: o.changedExtentsFile });
+  const frontEnd = await frontEndFor(o.source, o.changedExtentsFile === undefined ? {} : { changedExtentsFile: o.changedExtentsFile });
   return runBackupJob({ ...o, frontEnd });
 }
 

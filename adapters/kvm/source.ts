@@ -17,8 +17,9 @@ import type { FrontEnd } from '../front-end.js';
 import { KvmImageFrontEnd } from './at-rest.js';
 import { KvmQmpFrontEnd } from './live.js';
 import type { KvmFrontEndOptions } from './_common.js';
+import { isKvmSource } from '../schemes.js';
 
-export const KVM_SCHEME = /^kvm(\+qmp)?:/;
+export { isKvmSource };
 
 function splitSource(source: string, scheme: string, allowed: readonly string[]): { path: string; query: URLSearchParams } {
   const rest = source.slice(scheme.length);
@@ -41,11 +42,6 @@ function connectionsOf(query: URLSearchParams, source: string): { connections?: 
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1 || n > 16) throw new ChunkvaultError('INVALID_ARGUMENT', `connections must be an integer from 1 to 16 in ${source}`, { details: { source } });
   return { connections: n };
-}
-
-/** True for `kvm:` and `kvm+qmp:` sources. */
-export function isKvmSource(source: string): boolean {
-  return KVM_SCHEME.test(source);
 }
 
 /** The front-end for a `kvm:` or `kvm+qmp:` source (see the module comment). */

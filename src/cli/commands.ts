@@ -18,7 +18,8 @@ import { join } from 'node:path';
 import { frontEndFor, runBackupJob, runRestore, vmFrontEndFor } from '../jobs.js';
 import { runVmBackupJob } from '../vm-jobs.js';
 import { remoteRepoOf } from '../remote/url.js';
-import { ComposedVm, type VmFrontEnd } from '../../adapters/index.js';
+import type { FrontEnd, VmFrontEnd } from '../../adapters/index.js';
+import { ComposedVm } from '../../adapters/composed-vm.js';
 import { formatBytes, parseSize } from '../units.js';
 import { createProgress } from './progress.js';
 import { printJson, table } from './output.js';
@@ -82,7 +83,7 @@ export interface BackupCliOptions extends RepoOption {
 export async function cmdBackup(sources: string[], o: BackupCliOptions): Promise<number> {
   const remote = remoteRepoOf(o);
   if (remote) return (await remoteCli()).cmdRemoteBackup(remote, sources, o);
-  const vmSource = sources.length === 1 ? vmFrontEndFor(sources[0]!, { ...(o.changedExtents ? { changedExtentsFile: o.changedExtents } : {}), ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}) }) : null;
+  const vmSource = sources.length === 1 ? await vmFrontEndFor(sources[0]!, { ...(o.changedExtents ? { changedExtentsFile: o.changedExtents } : {}), ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}) }) : null;
   if (vmSource) {
     if (o.disk !== undefined) throw new ChunkvaultError('USAGE', '--disk does not apply to a VM source: its disks are named by the front-end');
     return runVmCli(vmSource, o);
@@ -92,7 +93,7 @@ export async function cmdBackup(sources: string[], o: BackupCliOptions): Promise
   if (sources.length > 1) return cmdBackupVm(sources, { ...o, vm });
   return withRepo(o, async (repo) => {
     const progress = createProgress('backup');
-    const frontEnd = frontEndFor(sources[0]!, {
+    const frontEnd = await frontEndFor(sources[0]!, {
       ...(o.changedExtents ? { changedExtentsFile: o.changedExtents } : {}),
       ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}),
     });
@@ -116,7 +117,9 @@ async function cmdBackupVm(sources: string[], o: BackupCliOptions & { vm: string
   if (o.disk !== undefined || o.changedExtents !== undefined || o.bitmap !== undefined) {
     throw new ChunkvaultError('USAGE', '--disk, --changed-extents and --bitmap apply to a single source; back up several disks without them');
   }
-  return runVmCli(new ComposedVm(o.vm, sources.map((s) => frontEndFor(s))), o);
+  const disks: FrontEnd[] = [];
+  for (const s of sources) disks.push(await frontEndFor(s));
+  return runVmCli(new ComposedVm(o.vm, disks), o);
 }
 
 /** Runs a whole-VM job (several sources, or one that names a VM) and prints its points. */

@@ -39,9 +39,9 @@ function parseNumber(text: string, what: string, min: number, max: number): numb
 
 /** Opens a source the way `backup` does (whole disk, no parent), for reading only. */
 async function openSource(source: string): Promise<OpenedSource[]> {
-  const vm = vmFrontEndFor(source);
+  const vm = await vmFrontEndFor(source);
   if (vm) return openVm(vm);
-  const frontEnd = frontEndFor(source);
+  const frontEnd = await frontEndFor(source);
   const plan = await frontEnd.plan({ parent: null, forceFull: true });
   const release = async () => {
     try {

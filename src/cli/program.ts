@@ -4,7 +4,6 @@
  */
 import { Command, CommanderError, Option } from 'commander';
 import { ChunkvaultError } from '../../engine/index.js';
-import { runDemo } from '../demo.js';
 import { parseSize } from '../units.js';
 import { cmdBackup, cmdIndexRebuild, cmdInit, cmdPoints, cmdRestore, cmdStats, cmdVerify } from './commands.js';
 import { printJson, reportError } from './output.js';
@@ -118,6 +117,8 @@ function buildProgram(): Command {
     .option('--incrementals <n>', 'number of incremental backups', '4')
     .action(
       action(async (o: { dir: string; size: string; incrementals: string }) => {
+        // Loaded on use: the demo pulls in the sample-disk generator and the HTML report.
+        const { runDemo } = await import('../demo.js');
         const ok = await runDemo({ dir: o.dir, sizeBytes: parseSize(o.size) + 12345, incrementals: Number(o.incrementals), log: (l) => console.log(l) });
         if (!ok) throw new ChunkvaultError('VERIFY_FAILED', 'a restored point did not match');
         return 0;

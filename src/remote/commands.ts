@@ -174,7 +174,7 @@ async function sendSlots(agent: RemoteAgent, source: BlockSource, ranges: readon
 export async function remoteBackup(agent: RemoteAgent, o: RemoteBackupOptions): Promise<RemoteBackupResult> {
   const started = Date.now();
   validateName('vm', o.vm);
-  const frontEnd = frontEndFor(o.source, { ...(o.changedExtentsFile ? { changedExtentsFile: o.changedExtentsFile } : {}), ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}) });
+  const frontEnd = await frontEndFor(o.source, { ...(o.changedExtentsFile ? { changedExtentsFile: o.changedExtentsFile } : {}), ...(o.bitmap !== undefined ? { bitmap: o.bitmap } : {}) });
   const disk = validateName('disk', o.disk ?? frontEnd.diskName);
   const { chunkSize } = await agent.json<{ chunkSize: number }>('GET', '/v1/repo');
   const parent = (await listRemotePoints(agent, { vm: o.vm, disk })).at(-1);

@@ -111,7 +111,7 @@ describeWithPeersHint('kvm+qmp: a running QEMU VM', ['qemu-system-x86_64', 'qemu
     const r = await Repository.open(repo);
     let during: Promise<void> = Promise.resolve();
     try {
-      const inner = frontEndFor(source);
+      const inner = await frontEndFor(source);
       const frontEnd: FrontEnd = {
         diskName: inner.diskName,
         plan: async (ctx) => {
