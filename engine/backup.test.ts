@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readdir, rm } from 'node:fs/promises';
+import { closeSync, openSync, readSync, writeFileSync } from 'node:fs';
+import { mkdtemp, readdir, rm, truncate } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { backup, ChunkvaultError, isChunkvaultError, Repository, restore, verify, type BlockSource, type RestoreTarget } from './index.js';
+import { backup, ChunkvaultError, isChunkvaultError, Repository, restore, verify, type BlockSource, type PreadAccess, type RestoreTarget } from './index.js';
 import { PlanCursor } from './backup.js';
 
 /** An in-memory disk; `failAfter` makes reads fail after that many calls (a faulty source). */
@@ -21,6 +22,28 @@ class MemorySource implements BlockSource {
     return 'memory';
   }
   async close(): Promise<void> {}
+}
+
+/** A disk in a file that the engine's workers read themselves (BlockSource.pread). */
+class PreadFileSource implements BlockSource {
+  private readonly fd: number;
+  readonly pread: PreadAccess;
+  constructor(path: string, readonly sizeBytes: number) {
+    this.fd = openSync(path, 'r');
+    this.pread = {
+      fd: this.fd,
+      failure: (errno, offset) => new ChunkvaultError(errno === 0 ? 'SOURCE_TRUNCATED' : 'SOURCE_READ_FAILED', `test file: errno ${errno}`, { details: { offset } }),
+    };
+  }
+  async readInto(target: Uint8Array, offset: number): Promise<void> {
+    if (readSync(this.fd, target, 0, target.length, offset) !== target.length) throw new ChunkvaultError('SOURCE_TRUNCATED', 'short');
+  }
+  describe(): string {
+    return 'pread file';
+  }
+  async close(): Promise<void> {
+    closeSync(this.fd);
+  }
 }
 
 class MemoryTarget implements RestoreTarget {
@@ -133,6 +156,41 @@ describe('engine backup and restore', () => {
     const inc = await backup(repo, { source: src, vm: 'vm5', disk: 'd', parent: full, changed });
     expect(inc.stats.chunksRead).toBe(changed.length);
     expect(sha(await restoreBytes(inc.id))).toBe(sha(next));
+  });
+});
+
+describe('backup from a source the workers read themselves (pread)', () => {
+  it('stores the same points as the main-thread reads, full and incremental, and restores them exactly', async () => {
+    const path = join(dir, 'pread-disk.img');
+    const data = disk(70 * CHUNK + 4321);
+    writeFileSync(path, data);
+    const viaMain = await backup(repo, { source: new MemorySource(data), vm: 'pr-main', disk: 'd' });
+    const src = new PreadFileSource(path, data.length);
+    const full = await backup(repo, { source: src, vm: 'pr-workers', disk: 'd' });
+    expect(full.mapDigest).toBe(viaMain.mapDigest);
+    expect(full.stats).toMatchObject({ bytesRead: data.length, chunksRead: 71, chunksNew: 0 });
+    // Scattered changes: runs of adjacent slots, single slots, and the short last slot.
+    const changed = [{ offset: 3 * CHUNK + 10, length: 2 * CHUNK }, { offset: 40 * CHUNK, length: 100 }, { offset: 70 * CHUNK, length: 4321 }];
+    for (const e of changed) randomBytes(e.length).copy(data, e.offset);
+    writeFileSync(path, data);
+    const inc = await backup(repo, { source: src, vm: 'pr-workers', disk: 'd', parent: full, changed });
+    expect(inc.stats.chunksRead).toBe(5);
+    expect(inc.stats.bytesRead).toBe(4 * CHUNK + 4321);
+    expect(sha(await restoreBytes(inc.id))).toBe(sha(data));
+    await src.close();
+  });
+
+  it("fails with the source's error at the offset where the file ended, and commits nothing", async () => {
+    const path = join(dir, 'pread-short.img');
+    writeFileSync(path, disk(40 * CHUNK));
+    const src = new PreadFileSource(path, 40 * CHUNK);
+    await truncate(path, 33 * CHUNK + 500);
+    const before = await repo.catalog.list();
+    await expect(backup(repo, { source: src, vm: 'pr-short', disk: 'd' })).rejects.toMatchObject({ code: 'SOURCE_TRUNCATED', details: { offset: 33 * CHUNK + 500 } });
+    expect(await repo.catalog.list()).toEqual(before);
+    expect(await readdir(join(dir, 'containers', 'tmp'))).toEqual([]);
+    expect(await readdir(join(dir, 'tmp'))).toEqual([]);
+    await src.close();
   });
 });
 

@@ -11,6 +11,8 @@
  *
  *   source --(N reads of up to 1 MiB in flight)--> window slab (shared memory)
  *     --> pool: zero check, SHA-256 + XXH64 (+ compression when most chunks are new)
+ *   (a local file or block device, BlockSource.pread: the pool task reads its slots
+ *    itself, next to the hashing, after a read-ahead hint for the window)
  *     --> index getMany --> pool: compress the misses not compressed yet
  *     --> container append (in slot order) --> map window --> ... --> commit
  *
@@ -22,7 +24,7 @@
  * container and map are deleted.
  */
 import { rm } from 'node:fs/promises';
-import type { BlockSource, Extent } from './source.js';
+import type { BlockSource, Extent, PreadAccess } from './source.js';
 import type { Repository } from './repository.js';
 import { Semaphore } from './_buffer-pool.js';
 import { ChunkWriter } from './chunk-writer.js';
@@ -35,6 +37,7 @@ import { DIGEST_BYTES, MIB, type CodecId } from './constants.js';
 import type { ChunkLocation } from './chunk-index.js';
 import type { CompressionSetting } from './codecs.js';
 import type { WorkerPool } from './worker-pool.js';
+import { adviseWillNeed, type ReadFailure } from './native.js';
 
 export interface BackupProgress {
   /** Bytes of the read plan processed so far. */
@@ -175,6 +178,12 @@ export async function backup(repo: Repository, req: BackupRequest): Promise<Poin
   }
 }
 
+/** Worker-side reads of a window: the source's descriptor and each slab position's disk offset. */
+interface WorkerRead {
+  readonly pread: PreadAccess;
+  readonly offsets: Float64Array;
+}
+
 /** A window whose chunks are hashed, looked up and compressed, ready to append. */
 interface PreparedWindow {
   /** Window-relative slot of each slab position. */
@@ -308,7 +317,7 @@ class BackupJob {
         const digests = new Uint8Array((end - w.first) * DIGEST_BYTES);
         if (parent && w.first < parentSlots) digests.set(await parent.read(w.first, Math.min(end, parentSlots) - w.first));
         const slab = planned.length > 0 ? await this.slabs.acquire() : undefined;
-        const prepared = slab ? this.read(slab, w).then(() => this.prepare(slab, planned, digests)) : undefined;
+        const prepared = slab ? this.readAndPrepare(slab, w, digests) : undefined;
         if (prepared) {
           touching.add(prepared);
           void prepared.then(() => touching.delete(prepared), () => undefined);
@@ -347,6 +356,30 @@ class BackupJob {
   async abort(): Promise<void> {
     this.cancelled = true;
     await Promise.allSettled([...this.readsInFlight, this.writer.abort()]);
+  }
+
+  /** Reads a window into its slab and prepares it: by the workers themselves when the source allows. */
+  private async readAndPrepare(slab: SlabViews, w: Window, digests: Uint8Array): Promise<PreparedWindow> {
+    const pread = this.req.source.pread;
+    if (!pread) {
+      await this.read(slab, w);
+      return this.prepare(slab, w.planned, digests);
+    }
+    const offsets = new Float64Array(w.planned.length);
+    let length = 0;
+    for (let p = 0; p < w.planned.length; p++) {
+      slab.length[p] = slotLength(this.g, w.first + w.planned[p]!);
+      offsets[p] = (w.first + w.planned[p]!) * this.g.chunkSize;
+      length += slab.length[p]!;
+    }
+    for (const run of runsOf(w.planned, Number.MAX_SAFE_INTEGER)) {
+      const last = run.to - 1;
+      adviseWillNeed(pread.fd, offsets[run.from]!, offsets[last]! + slab.length[last]! - offsets[run.from]!);
+    }
+    const prepared = await this.prepare(slab, w.planned, digests, { pread, offsets });
+    this.counters.bytesRead += length;
+    this.counters.chunksRead += w.planned.length;
+    return prepared;
   }
 
   /**
@@ -389,21 +422,33 @@ class BackupJob {
     this.counters.chunksRead += run.to - run.from;
   }
 
-  /** Runs prepare tasks over `slots` of the slab in batches of about TASK_BYTES. */
-  private async onPool(slab: SlabViews, slots: number[], hash: boolean, compress: CompressionSetting | undefined): Promise<void> {
+  /**
+   * Runs prepare tasks over `slots` of the slab in batches of about TASK_BYTES; with
+   * `read`, each task first reads its slots (slot slots[k] from disk offset offsets[k]).
+   */
+  private async onPool(slab: SlabViews, slots: number[], hash: boolean, compress: CompressionSetting | undefined, read?: WorkerRead): Promise<void> {
+    // Reads not yet sent when the backup failed are not sent (as readRun does).
+    if (read && this.cancelled) throw new ChunkvaultError('INTERRUPTED', 'read cancelled');
     const per = Math.max(1, Math.floor(TASK_BYTES / this.g.chunkSize));
-    const tasks: Promise<void>[] = [];
+    const tasks: Promise<ReadFailure | undefined>[] = [];
     for (let k = 0; k < slots.length; k += per) {
-      tasks.push(this.pool.prepare({ slab, slots: slots.slice(k, k + per), hash, ...(compress ? { compress } : {}) }));
+      const part = slots.slice(k, k + per);
+      const taskRead = read ? { fd: read.pread.fd, offsets: Float64Array.from(part, (p) => read.offsets[p]!) } : undefined;
+      tasks.push(this.pool.prepare({ slab, slots: part, hash, ...(compress ? { compress } : {}), ...(taskRead ? { read: taskRead } : {}) }));
     }
-    await Promise.all(tasks);
+    // Every task settles before this returns or throws: none may still touch the slab after.
+    const settled = await Promise.allSettled(tasks);
+    const rejected = settled.find((r) => r.status === 'rejected');
+    if (rejected) throw rejected.reason;
+    const failure = settled.map((r) => (r.status === 'fulfilled' ? r.value : undefined)).find((f) => f !== undefined);
+    if (failure && read) throw read.pread.failure(failure.errno, failure.offset);
   }
 
   /** Zero check and hashes (and maybe compression) on the pool, lookup, compress misses. */
-  private async prepare(slab: SlabViews, planned: number[], digests: Uint8Array): Promise<PreparedWindow> {
+  private async prepare(slab: SlabViews, planned: number[], digests: Uint8Array, read?: WorkerRead): Promise<PreparedWindow> {
     const speculative = this.newRatio > 0.5;
     const positions = planned.map((_, p) => p);
-    await this.onPool(slab, positions, true, speculative ? this.compression : undefined);
+    await this.onPool(slab, positions, true, speculative ? this.compression : undefined, read);
     const data: number[] = [];
     for (const p of positions) {
       if (slab.zero[p] === 0) data.push(p);

@@ -5,7 +5,7 @@
  */
 export { ChunkvaultError, ERROR_CODES, isChunkvaultError, toChunkvaultError } from './errors.js';
 export type { ErrorCode, ErrorDetails } from './errors.js';
-export type { BlockSource, Extent } from './source.js';
+export type { BlockSource, Extent, PreadAccess } from './source.js';
 export { Repository } from './repository.js';
 export type { OpenOptions } from './repository.js';
 export type { RepoConfig, InitOptions } from './repo-config.js';

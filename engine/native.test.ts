@@ -1,9 +1,12 @@
 import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { decompressInto } from './codecs.js';
 import { CODEC_IDS } from './constants.js';
 import { xxh64 } from './hashing.js';
-import { PREPARE_HASH, PREPARE_LZ4, adviseHugePages, lz4CompressPayload, lz4DecompressBlock, lz4PayloadBound, prepareSlots } from './native.js';
+import { PREPARE_HASH, PREPARE_LZ4, adviseHugePages, adviseWillNeed, readSlotsInto, lz4CompressPayload, lz4DecompressBlock, lz4PayloadBound, prepareSlots } from './native.js';
 import { SlabPool, type SlabViews } from './_window-slab.js';
 import { alignedShared } from './aligned-memory.js';
 
@@ -139,5 +142,52 @@ describe('adviseHugePages', () => {
   it('advises nothing for a view smaller than a huge page, and rejects what is not a Uint8Array', () => {
     expect(adviseHugePages(new Uint8Array(4096))).toBe(0);
     expect(errorOf(() => adviseHugePages(new Uint16Array(8) as unknown as Uint8Array))?.name).toBe('TypeError');
+  });
+});
+
+describe('readSlotsInto', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'cv-native-read-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const file = randomBytes(6 * CHUNK + 100);
+  const path = join(dir, 'disk');
+  writeFileSync(path, file);
+
+  it('reads each listed slot from its disk offset, adjacent ones and a short last one included', async () => {
+    const slab = await pool.acquire();
+    const fd = openSync(path, 'r');
+    try {
+      // Slab positions 0-2 from disk slots 1-3 (one run), 3 from slot 0, 5 from the short slot 6.
+      const slots = Uint32Array.of(0, 1, 2, 3, 5);
+      const offsets = Float64Array.of(CHUNK, 2 * CHUNK, 3 * CHUNK, 0, 6 * CHUNK);
+      for (const p of [0, 1, 2, 3]) slab.length[p] = CHUNK;
+      slab.length[5] = 100;
+      adviseWillNeed(fd, 0, file.length);
+      expect(readSlotsInto(fd, slab, slots, offsets)).toBeUndefined();
+      expect(Buffer.from(slab.raw.subarray(0, 3 * CHUNK)).equals(file.subarray(CHUNK, 4 * CHUNK))).toBe(true);
+      expect(Buffer.from(slab.raw.subarray(3 * CHUNK, 4 * CHUNK)).equals(file.subarray(0, CHUNK))).toBe(true);
+      expect(Buffer.from(slab.raw.subarray(5 * CHUNK, 5 * CHUNK + 100)).equals(file.subarray(6 * CHUNK))).toBe(true);
+    } finally {
+      closeSync(fd);
+      pool.release(slab);
+    }
+  });
+
+  it('reports where the file ended (errno 0) and a failed read (its errno), and rejects bad arguments', async () => {
+    const slab = await pool.acquire();
+    const fd = openSync(path, 'r');
+    const dirFd = openSync(dir, 'r');
+    try {
+      slab.length[0] = CHUNK;
+      slab.length[1] = CHUNK;
+      expect(readSlotsInto(fd, slab, Uint32Array.of(0, 1), Float64Array.of(5 * CHUNK, 6 * CHUNK))).toEqual({ errno: 0, offset: 6 * CHUNK + 100 });
+      expect(readSlotsInto(dirFd, slab, Uint32Array.of(0), Float64Array.of(0))).toEqual({ errno: 21, offset: 0 }); // EISDIR
+      expect(errorOf(() => readSlotsInto(fd, slab, Uint32Array.of(0, 1), Float64Array.of(0)))?.name).toBe('RangeError');
+      expect(errorOf(() => readSlotsInto(fd, slab, Uint32Array.of(SLOTS), Float64Array.of(0)))?.name).toBe('RangeError');
+      expect(errorOf(() => readSlotsInto(fd, slab, Uint32Array.of(0), Float64Array.of(-1)))?.name).toBe('RangeError');
+    } finally {
+      closeSync(fd);
+      closeSync(dirFd);
+      pool.release(slab);
+    }
   });
 });

@@ -26,6 +26,8 @@ interface NativeBinding {
   lz4Decompress(block: Uint8Array, dst: Uint8Array): number;
   lz4Bound(n: number): number;
   adviseHugePages(view: Uint8Array): number;
+  readSlots(fd: number, raw: Uint8Array, chunkSize: number, slots: Uint32Array, offsets: Float64Array, length: Uint32Array, status: Float64Array): number;
+  adviseWillNeed(fd: number, offset: number, length: number): void;
 }
 
 const ADDON = 'native/build/Release/chunkvault_native.node';
@@ -57,6 +59,28 @@ export function prepareSlots(slab: SlabViews, slots: Uint32Array, flags: number,
     slab.codec, slots, slab.chunkSize, slab.outStride, flags, acceleration, MIN_COMPRESSION_SAVING_SHIFT,
     CODEC_IDS.lz4, CODEC_IDS.none,
   );
+}
+
+/** A failed `readSlotsInto`: the errno (0 when the file ended early) and the disk offset of the read. */
+export interface ReadFailure {
+  readonly errno: number;
+  readonly offset: number;
+}
+
+/**
+ * Reads the listed slots of `slab` from descriptor `fd` (pread; slot `slots[k]`, of
+ * `slab.length[slot]` bytes, from disk offset `offsets[k]`), adjacent slots as one
+ * read. Returns the failure, or undefined when every byte arrived.
+ */
+export function readSlotsInto(fd: number, slab: SlabViews, slots: Uint32Array, offsets: Float64Array): ReadFailure | undefined {
+  const status = new Float64Array(2);
+  if (native.readSlots(fd, slab.raw, slab.chunkSize, slots, offsets, slab.length, status) >= 0) return undefined;
+  return { errno: status[0]!, offset: status[1]! };
+}
+
+/** Starts the kernel's read-ahead of `[offset, offset + length)` of `fd` (advisory). */
+export function adviseWillNeed(fd: number, offset: number, length: number): void {
+  native.adviseWillNeed(fd, offset, length);
 }
 
 /** Bytes an LZ4 payload (length prefix + block) of `n` raw bytes may take. */

@@ -13,6 +13,7 @@ import { ChunkvaultError, type ErrorCode } from './errors.js';
 import { Semaphore } from './_buffer-pool.js';
 import type { HashResult, HashTask, OpenTask, PackResult, PackSizesTask, PackTask, PrepareResult, PrepareTask, ScanResult, ScanTask, WorkerError } from './_worker.js';
 import type { OpenBatchFailure, OpenBatchTask } from './_worker-open.js';
+import type { ReadFailure } from './native.js';
 
 /** Resolves the compiled worker (tests run the TypeScript sources, workers need JS). */
 function workerFile(): string {
@@ -83,12 +84,15 @@ export class WorkerPool {
   }
 
   /**
-   * Backup hot path: zero check, hashes and/or compression of slots of a window slab,
-   * in place in its shared memory (nothing moves); rejects with the worker's error code.
+   * Backup hot path: the read (task.read), zero check, hashes and/or compression of
+   * slots of a window slab, in place in its shared memory (nothing moves). Resolves
+   * with a failed read as data (the caller knows the source and words the error);
+   * rejects with the worker's error code otherwise.
    */
-  async prepare(task: PrepareTask): Promise<void> {
+  async prepare(task: PrepareTask): Promise<ReadFailure | undefined> {
     const result: PrepareResult = await this.run(task, 'prepare', []);
     if ('error' in result) throw new ChunkvaultError(result.error.code as ErrorCode, result.error.message);
+    return 'readFailure' in result ? result.readFailure : undefined;
   }
 
   /** Compresses a batch of chunks in one task. */

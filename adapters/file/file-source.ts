@@ -1,11 +1,13 @@
 /**
  * A raw disk image file or a block device as a `BlockSource` (the SAN / hot-add
  * path: the snapshot disk is visible as a local device or file). Reads are positional
- * (pread); a short read means the source shrank underneath us: SOURCE_TRUNCATED.
+ * (pread); a short read means the source shrank underneath us: SOURCE_TRUNCATED. The
+ * engine's workers may read the descriptor themselves (`pread`), with the same errors.
  */
 import { promises as fsp } from 'node:fs';
 import { basename } from 'node:path';
-import { ChunkvaultError, toChunkvaultError, type BlockSource } from '../../engine/index.js';
+import { getSystemErrorName } from 'node:util';
+import { ChunkvaultError, toChunkvaultError, type BlockSource, type PreadAccess } from '../../engine/index.js';
 
 async function blockDeviceSize(rdev: number): Promise<number> {
   const major = Math.floor(rdev / 256) & 0xfff;
@@ -16,12 +18,15 @@ async function blockDeviceSize(rdev: number): Promise<number> {
 
 export class FileSource implements BlockSource {
   private closed = false;
+  readonly pread: PreadAccess;
 
   private constructor(
     readonly path: string,
     private readonly fh: fsp.FileHandle,
     readonly sizeBytes: number,
-  ) {}
+  ) {
+    this.pread = { fd: fh.fd, failure: (errno, offset) => (errno === 0 ? this.truncated(offset) : this.readFailed(offset, errno)) };
+  }
 
   /** Opens a regular file or block device read-only; SOURCE_NOT_FOUND when absent. */
   static async open(path: string): Promise<FileSource> {
@@ -57,18 +62,23 @@ export class FileSource implements BlockSource {
       try {
         ({ bytesRead: n } = await this.fh.read(target, done, target.length - done, offset + done));
       } catch (err) {
-        throw new ChunkvaultError('SOURCE_READ_FAILED', `reading ${this.path} at ${offset + done} failed`, {
-          cause: toChunkvaultError(err, 'read'),
-          details: { offset: offset + done },
-        });
+        throw this.readFailed(offset + done, undefined, err);
       }
-      if (n === 0) {
-        throw new ChunkvaultError('SOURCE_TRUNCATED', `${this.path} ended at ${offset + done}, expected ${this.sizeBytes} bytes`, {
-          details: { offset: offset + done },
-        });
-      }
+      if (n === 0) throw this.truncated(offset + done);
       done += n;
     }
+  }
+
+  private readFailed(offset: number, errno?: number, cause?: unknown): ChunkvaultError {
+    const why = errno === undefined ? '' : `: ${getSystemErrorName(-errno)}`;
+    return new ChunkvaultError('SOURCE_READ_FAILED', `reading ${this.path} at ${offset} failed${why}`, {
+      ...(cause !== undefined ? { cause: toChunkvaultError(cause, 'read') } : {}),
+      details: { offset, ...(errno !== undefined ? { errno: getSystemErrorName(-errno) } : {}) },
+    });
+  }
+
+  private truncated(offset: number): ChunkvaultError {
+    return new ChunkvaultError('SOURCE_TRUNCATED', `${this.path} ended at ${offset}, expected ${this.sizeBytes} bytes`, { details: { offset } });
   }
 
   describe(): string {

@@ -11,6 +11,10 @@
  * lz4Compress / lz4Decompress: one LZ4 block into caller memory, for the paths that
  * do not go through a slab.
  *
+ * readSlots: pread of a task's slots into the slab (sources the workers read
+ * themselves); adviseWillNeed: the kernel read-ahead hint for a range; adviseHugePages:
+ * transparent huge pages for large buffers.
+ *
  * Sources: LZ4 and its XXH64 are compiled from the `lz4` package's bundled liblz4
  * (binding.gyp finds it); SHA-256 is the OpenSSL that Node itself links and exports,
  * so this uses the same SHA-NI code as node:crypto.
@@ -24,6 +28,9 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <unistd.h>
 #ifdef __linux__
 #include <sys/mman.h>
 #endif
@@ -253,6 +260,90 @@ static napi_value lz4_bound(napi_env env, napi_callback_info info) {
 }
 
 /*
+ * readSlots(fd, raw, chunkSize, slots, offsets, length, status) -> bytes read, or -1
+ *
+ * Reads the listed slots of a slab from a file descriptor (pread, so threads share one
+ * descriptor): slot slots[k] gets length[slots[k]] bytes from disk offset offsets[k],
+ * at raw + slots[k] x chunkSize. Slots adjacent both in the slab and on disk are read
+ * as one run. On failure status[0] is the errno (0 when the file ended early) and
+ * status[1] the disk offset of the failed read, and the result is -1.
+ */
+static napi_value read_slots(napi_env env, napi_callback_info info) {
+  size_t argc = 7;
+  napi_value a[7];
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc != 7) return throw_range(env, "readSlots takes 7 arguments");
+  int32_t fd;
+  uint32_t chunk;
+  view_t raw, slots, offsets, length, status;
+  if (napi_get_value_int32(env, a[0], &fd) != napi_ok) {
+    napi_throw_type_error(env, "INVALID_ARGUMENT", "fd must be a number");
+    return NULL;
+  }
+  if (!get_view(env, a[1], napi_uint8_array, &raw, "raw must be a Uint8Array") || !get_u32(env, a[2], &chunk, "chunkSize") ||
+      !get_view(env, a[3], napi_uint32_array, &slots, "slots must be a Uint32Array") ||
+      !get_view(env, a[4], napi_float64_array, &offsets, "offsets must be a Float64Array") ||
+      !get_view(env, a[5], napi_uint32_array, &length, "length must be a Uint32Array") ||
+      !get_view(env, a[6], napi_float64_array, &status, "status must be a Float64Array"))
+    return NULL;
+  const uint32_t *slot = (const uint32_t *)slots.data, *lens = (const uint32_t *)length.data;
+  const double *off = (const double *)offsets.data;
+  double *st = (double *)status.data;
+  if (chunk == 0 || offsets.length != slots.length || status.length < 2) return throw_range(env, "readSlots: views disagree");
+  for (size_t k = 0; k < slots.length; k++) {
+    uint32_t i = slot[k];
+    if (i >= length.length || lens[i] > chunk || (size_t)i >= raw.length / chunk || !(off[k] >= 0) || off[k] > 9007199254740991.0)
+      return throw_range(env, "readSlots: slot, length or offset out of range");
+  }
+  double total = 0;
+  for (size_t k = 0; k < slots.length;) {
+    /* A run: following slots that continue it in the slab and on disk (all but its last full). */
+    size_t e = k + 1;
+    size_t n = lens[slot[k]];
+    while (e < slots.length && slot[e] == slot[e - 1] + 1 && lens[slot[e - 1]] == chunk && off[e] == off[e - 1] + chunk) n += lens[slot[e++]];
+    uint8_t *dst = raw.data + (size_t)slot[k] * chunk;
+    off_t at = (off_t)off[k];
+    for (size_t done = 0; done < n;) {
+      ssize_t r = pread(fd, dst + done, n - done, at + (off_t)done);
+      if (r < 0 && errno == EINTR) continue;
+      if (r <= 0) {
+        st[0] = r < 0 ? (double)errno : 0;
+        st[1] = (double)(at + (off_t)done);
+        napi_value fail;
+        napi_create_int32(env, -1, &fail);
+        return fail;
+      }
+      done += (size_t)r;
+    }
+    total += (double)n;
+    k = e;
+  }
+  napi_value result;
+  napi_create_double(env, total, &result);
+  return result;
+}
+
+/*
+ * adviseWillNeed(fd, offset, length): starts the kernel's read-ahead of a range
+ * (posix_fadvise WILLNEED), so worker threads that pread it soon find it cached.
+ * Advisory: errors are ignored.
+ */
+static napi_value advise_will_need(napi_env env, napi_callback_info info) {
+  size_t argc = 3;
+  napi_value a[3];
+  int32_t fd;
+  double offset, len;
+  if (napi_get_cb_info(env, info, &argc, a, NULL, NULL) != napi_ok || argc != 3 || napi_get_value_int32(env, a[0], &fd) != napi_ok ||
+      napi_get_value_double(env, a[1], &offset) != napi_ok || napi_get_value_double(env, a[2], &len) != napi_ok) {
+    napi_throw_type_error(env, "INVALID_ARGUMENT", "adviseWillNeed(fd, offset, length) takes three numbers");
+    return NULL;
+  }
+#if defined(POSIX_FADV_WILLNEED)
+  if (offset >= 0 && len > 0) (void)posix_fadvise(fd, (off_t)offset, (off_t)len, POSIX_FADV_WILLNEED);
+#endif
+  return NULL;
+}
+
+/*
  * adviseHugePages(view) -> bytes advised: asks the kernel to back the whole 2 MiB pages
  * inside `view` with transparent huge pages (madvise MADV_HUGEPAGE; Linux only). First
  * touching fresh memory otherwise costs one page fault per 4 KiB, which on a virtual
@@ -282,6 +373,8 @@ NAPI_MODULE_INIT() {
       {"lz4Decompress", NULL, lz4_decompress, NULL, NULL, NULL, napi_enumerable, NULL},
       {"lz4Bound", NULL, lz4_bound, NULL, NULL, NULL, napi_enumerable, NULL},
       {"adviseHugePages", NULL, advise_huge_pages, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"readSlots", NULL, read_slots, NULL, NULL, NULL, napi_enumerable, NULL},
+      {"adviseWillNeed", NULL, advise_will_need, NULL, NULL, NULL, napi_enumerable, NULL},
   };
   if (napi_define_properties(env, exports, sizeof props / sizeof props[0], props) != napi_ok) return NULL;
   return exports;
