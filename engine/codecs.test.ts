@@ -1,9 +1,10 @@
 import { randomBytes } from 'node:crypto';
+import { createRequire } from 'node:module';
 import { describe, expect, it } from 'vitest';
 import lz4napi from 'lz4-napi';
 import { compress as lz4wasm } from 'lz4-wasm-nodejs';
 import {
-  compressChunk, compressInto, compressionText, decompressChunk, decompressInto, parseCompression, payloadBound, type CompressionSetting,
+  compressChunk, compressInto, compressionText, decompressChunk, decompressInto, parseCompression, payloadBound, zstdCompressBound, type CompressionSetting,
 } from './codecs.js';
 import { CODEC_IDS, DEFAULT_LZ4_ACCELERATION } from './constants.js';
 import { isChunkvaultError } from './errors.js';
@@ -121,6 +122,15 @@ describe('codecs', () => {
       const junk = new Uint8Array(randomBytes(4 + (i * 37) % 5000));
       new DataView(junk.buffer).setUint32(0, CHUNK, true);
       expect(corruptCode(() => decompressInto(CODEC_IDS.lz4, junk, out))).toBe('CHUNK_CORRUPT');
+    }
+  });
+});
+
+describe('zstdCompressBound', () => {
+  it("equals zstd's own ZSTD_compressBound for every chunk size and the sizes around its 128 KiB bend", () => {
+    const binding = createRequire(import.meta.url)('zstd-napi/binding') as { compressBound(n: number): number };
+    for (const n of [0, 1, 255, 256, 4096, 131071, 131072, 131073, 65536, 262144, 1 << 20, 4 << 20, (4 << 20) - 1, 1234567]) {
+      expect(zstdCompressBound(n)).toBe(binding.compressBound(n));
     }
   });
 });

@@ -38,8 +38,18 @@ interface ZstdBinding {
   DCtx: new () => { decompress(dst: Uint8Array, src: Uint8Array): number };
 }
 
-const require = createRequire(import.meta.url);
-const zstd = require('zstd-napi/binding') as ZstdBinding;
+let zstdBinding: ZstdBinding | undefined;
+
+/** zstd-napi, loaded on first use: a process that meets no zstd payload never loads it (about 20 ms of start-up per thread). */
+function zstd(): ZstdBinding {
+  zstdBinding ??= createRequire(import.meta.url)('zstd-napi/binding') as ZstdBinding;
+  return zstdBinding;
+}
+
+/** ZSTD_COMPRESSBOUND from zstd.h (stable since v1.4): the most a one-shot compression of `n` bytes writes. */
+export function zstdCompressBound(n: number): number {
+  return n + Math.floor(n / 256) + (n < 128 * 1024 ? Math.floor((128 * 1024 - n) / 2048) : 0);
+}
 
 let cctx: InstanceType<ZstdBinding['CCtx']> | undefined;
 let dctx: InstanceType<ZstdBinding['DCtx']> | undefined;
@@ -48,7 +58,7 @@ const LZ4_PREFIX = 4;
 
 /** Bytes `compressInto` may write for a chunk of `rawLength` bytes (any codec). */
 export function payloadBound(rawLength: number): number {
-  return Math.max(zstd.compressBound(rawLength), lz4PayloadBound(rawLength), rawLength);
+  return Math.max(zstdCompressBound(rawLength), lz4PayloadBound(rawLength), rawLength);
 }
 
 /** The LZ4 acceleration of a setting (level 0, from earlier versions, is 1). */
@@ -65,7 +75,7 @@ export function compressInto(raw: Uint8Array, setting: CompressionSetting, out: 
   const limit = raw.length - (raw.length >> MIN_COMPRESSION_SAVING_SHIFT);
   let n = 0;
   if (setting.codec === 'zstd') {
-    cctx ??= new zstd.CCtx();
+    cctx ??= new (zstd().CCtx)();
     n = cctx.compress(out, raw, setting.level);
   } else if (setting.codec === 'lz4') {
     n = lz4CompressPayload(raw, out, lz4Acceleration(setting));
@@ -90,7 +100,7 @@ export function decompressInto(codec: CodecId, payload: Uint8Array, out: Uint8Ar
       n = payload.length;
       if (n === out.length) out.set(payload);
     } else if (codec === CODEC_IDS.zstd) {
-      dctx ??= new zstd.DCtx();
+      dctx ??= new (zstd().DCtx)();
       n = dctx.decompress(out, payload);
     } else if (codec === CODEC_IDS.lz4) {
       if (payload.length < LZ4_PREFIX) throw corrupt('LZ4 payload shorter than its length prefix');
