@@ -61,6 +61,12 @@ describe('restore targets', () => {
         expect(JSON.parse(out.stdout).output).toBe(dev);
         expect(existsSync(`${dev}.partial`)).toBe(false);
         expect(await sha256File(dev)).toBe(want);
+        if (flags.length === 0) {
+          // And back: the device as a backup source (the SAN / hot-add path; its size
+          // from sysfs, read by the workers with pread): every chunk dedups against the image's.
+          const again = await backupOk(repo, dev, 'devvm-source', ['--disk', 'dev']);
+          expect(again).toMatchObject({ sizeBytes: size, bytesRead: size, chunksNew: 0, chunksZero: backed.chunksZero });
+        }
       } finally {
         execFileSync('losetup', ['--detach', dev]);
       }
