@@ -25,7 +25,8 @@
  * work directory, removed unless --keep). `--tools` takes a comma list of
  * chunkvault,restic,borg. `--repeat N` runs every subject N times, each from a fresh
  * repository, and reports per step the run with the median wall time (all wall times
- * are in the JSON and the table). Work happens in a fresh directory under the system temp
+ * are in the JSON and the table); the runs are interleaved (round r runs every subject
+ * once), so a host that speeds up or slows down during the run affects every tool alike. Work happens in a fresh directory under the system temp
  * dir, or in --keep DIR, which is then left in place.
  */
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -168,6 +169,7 @@ function gitState(): { head: string; dirty: string[] } {
 }
 
 const NOTES = [
+  'Runs are interleaved: each round runs every tool and configuration once, so drift in the host\'s speed during the run affects all of them alike.',
   'All tools read the same dense images from the page cache (each source is read once before each step; no drop_caches); `sync` runs between steps.',
   'Peers back up the image path with a new inode each day, so their incremental reads the whole image; chunkvault\'s incremental reads only the changed extents, its re-read reads the whole day-2 image with no extent list and is compared with the peers\' incremental.',
   'Restore wall includes fdatasync of the output file (chunkvault syncs its output itself; restic and borg do not). chunkvault and borg --sparse write holes for zero blocks; restic 0.14 has no sparse restore.',
@@ -195,15 +197,16 @@ function main(): void {
     const images = prepareImages(tmp, args, log);
     const ctx: Ctx = { tmp, ...images, cli, log };
     const rows: Row[] = [];
-    for (const s of subjects(ctx, args)) {
-      const runs: Row[][] = [];
-      for (let r = 1; r <= args.repeat; r++) {
+    const list = subjects(ctx, args);
+    const runs = list.map((): Row[][] => []);
+    for (let r = 1; r <= args.repeat; r++) {
+      list.forEach((s, i) => {
         log(`${s.tool} ${s.config}${args.repeat > 1 ? `, run ${r} of ${args.repeat}` : ''}`);
-        runs.push(runSubject(ctx, s, join(tmp, 'time.txt')));
+        runs[i]!.push(runSubject(ctx, s, join(tmp, 'time.txt')));
         if (!args.keep || r < args.repeat) rmSync(s.repo, { recursive: true, force: true });
-      }
-      rows.push(...medianRows(runs));
+      });
     }
+    list.forEach((_, i) => rows.push(...medianRows(runs[i]!)));
     const profile = args.profile && args.tools.has('chunkvault') ? profileChunkvault(ctx) : undefined;
     const loadEnd = loadavg();
     const others = otherLoad();
