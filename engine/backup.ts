@@ -63,6 +63,7 @@ export interface BackupRequest {
   readonly meta?: Record<string, unknown>;
   /** The multi-disk job this point belongs to (committed later by its VM record). */
   readonly job?: string;
+  /** Reads in flight for sources read by this thread (default 4); a source with `pread` is read by the pool's tasks. */
   readonly readConcurrency?: number;
   readonly onProgress?: (p: BackupProgress) => void;
   readonly signal?: AbortSignal;
