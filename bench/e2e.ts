@@ -26,8 +26,9 @@
  * chunkvault,restic,borg. `--repeat N` runs every subject N times, each from a fresh
  * repository, and reports per step the run with the median wall time (all wall times
  * are in the JSON and the table); the runs are interleaved (round r runs every subject
- * once), so a host that speeds up or slows down during the run affects every tool alike. Work happens in a fresh directory under the system temp
- * dir, or in --keep DIR, which is then left in place.
+ * once), so a host that speeds up or slows down during the run affects every tool
+ * alike. Work happens in a fresh directory under the system temp dir, or in --keep
+ * DIR, which is then left in place.
  */
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';

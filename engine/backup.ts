@@ -359,25 +359,30 @@ class BackupJob {
     await Promise.allSettled([...this.readsInFlight, this.writer.abort()]);
   }
 
-  /** Reads a window into its slab and prepares it: by the workers themselves when the source allows. */
+  /**
+   * Reads a window into its slab and prepares it: by the workers themselves when the
+   * source allows (BlockSource.pread), else by this thread first. Planned slot k has
+   * its length at slab position k either way.
+   */
   private async readAndPrepare(slab: SlabViews, w: Window, digests: Uint8Array): Promise<PreparedWindow> {
-    const pread = this.req.source.pread;
-    if (!pread) {
-      await this.read(slab, w);
-      return this.prepare(slab, w.planned, digests);
-    }
-    const offsets = new Float64Array(w.planned.length);
     let length = 0;
     for (let p = 0; p < w.planned.length; p++) {
       slab.length[p] = slotLength(this.g, w.first + w.planned[p]!);
-      offsets[p] = (w.first + w.planned[p]!) * this.g.chunkSize;
       length += slab.length[p]!;
     }
-    for (const run of runsOf(w.planned, Number.MAX_SAFE_INTEGER)) {
-      const last = run.to - 1;
-      adviseWillNeed(pread.fd, offsets[run.from]!, offsets[last]! + slab.length[last]! - offsets[run.from]!);
+    const pread = this.req.source.pread;
+    let prepared: PreparedWindow;
+    if (pread) {
+      const offsets = Float64Array.from(w.planned, (slot) => (w.first + slot) * this.g.chunkSize);
+      for (const run of runsOf(w.planned, Number.MAX_SAFE_INTEGER)) {
+        const last = run.to - 1;
+        adviseWillNeed(pread.fd, offsets[run.from]!, offsets[last]! + slab.length[last]! - offsets[run.from]!);
+      }
+      prepared = await this.prepare(slab, w.planned, digests, { pread, offsets });
+    } else {
+      await this.read(slab, w);
+      prepared = await this.prepare(slab, w.planned, digests);
     }
-    const prepared = await this.prepare(slab, w.planned, digests, { pread, offsets });
     this.counters.bytesRead += length;
     this.counters.chunksRead += w.planned.length;
     return prepared;
@@ -400,10 +405,7 @@ class BackupJob {
 
   private async readRun(slab: SlabViews, w: Window, run: ReadRun): Promise<void> {
     let length = 0;
-    for (let p = run.from; p < run.to; p++) {
-      slab.length[p] = slotLength(this.g, w.first + w.planned[p]!);
-      length += slab.length[p]!;
-    }
+    for (let p = run.from; p < run.to; p++) length += slab.length[p]!;
     const at = run.from * this.g.chunkSize;
     const offset = (w.first + w.planned[run.from]!) * this.g.chunkSize;
     try {
@@ -419,8 +421,6 @@ class BackupJob {
         details: { offset, length },
       });
     }
-    this.counters.bytesRead += length;
-    this.counters.chunksRead += run.to - run.from;
   }
 
   /**

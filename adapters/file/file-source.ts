@@ -70,10 +70,10 @@ export class FileSource implements BlockSource {
   }
 
   private readFailed(offset: number, errno?: number, cause?: unknown): ChunkvaultError {
-    const why = errno === undefined ? '' : `: ${getSystemErrorName(-errno)}`;
-    return new ChunkvaultError('SOURCE_READ_FAILED', `reading ${this.path} at ${offset} failed${why}`, {
+    const name = errno === undefined ? undefined : getSystemErrorName(-errno);
+    return new ChunkvaultError('SOURCE_READ_FAILED', `reading ${this.path} at ${offset} failed${name ? `: ${name}` : ''}`, {
       ...(cause !== undefined ? { cause: toChunkvaultError(cause, 'read') } : {}),
-      details: { offset, ...(errno !== undefined ? { errno: getSystemErrorName(-errno) } : {}) },
+      details: { offset, ...(name ? { errno: name } : {}) },
     });
   }
 
