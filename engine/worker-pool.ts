@@ -9,7 +9,7 @@ import { availableParallelism } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
-import { ChunkvaultError, type ErrorCode } from './errors.js';
+import { ChunkvaultError, ERROR_CODES, toChunkvaultError, type ErrorCode } from './errors.js';
 import { Semaphore } from './_buffer-pool.js';
 import type { HashResult, HashTask, OpenTask, PackResult, PackSizesTask, PackTask, PrepareResult, PrepareTask, ScanResult, ScanTask, WorkerError } from './_worker.js';
 import type { OpenBatchFailure, OpenBatchTask } from './_worker-open.js';
@@ -30,8 +30,27 @@ export interface WorkerPoolOptions {
 /** Queued tasks piscina accepts per thread; the gate holds back the rest. */
 const QUEUE_PER_THREAD = 16;
 
-function newPiscina(threads: number): Piscina {
-  return new Piscina({
+/** A started piscina and a promise that rejects when its workers fail outside a task. */
+interface Started {
+  readonly piscina: Piscina;
+  readonly failed: Promise<never>;
+}
+
+/**
+ * A worker that fails while starting (say the native addon is missing) or outside any
+ * task is reported by piscina as an 'error' event, which would crash the process
+ * unheard; it becomes a typed error every pending and later task rejects with.
+ */
+function workerFailure(err: unknown): ChunkvaultError {
+  const e = err as { code?: unknown; message?: unknown };
+  if (typeof e?.code === 'string' && e.code in ERROR_CODES && typeof e.message === 'string') {
+    return new ChunkvaultError(e.code as ErrorCode, e.message, { cause: err });
+  }
+  return toChunkvaultError(err, 'a worker thread failed');
+}
+
+function start(threads: number): Started {
+  const piscina = new Piscina({
     filename: workerFile(),
     minThreads: threads,
     maxThreads: threads,
@@ -41,10 +60,17 @@ function newPiscina(threads: number): Piscina {
     // between a result and the next task (measured: 1.3x on re-backups).
     concurrentTasksPerWorker: 4,
   });
+  let fail: (err: ChunkvaultError) => void = () => {};
+  const failed = new Promise<never>((_resolve, reject) => {
+    fail = reject;
+  });
+  failed.catch(() => {}); // observed by the tasks that race it, if any
+  piscina.on('error', (err: unknown) => fail(workerFailure(err)));
+  return { piscina, failed };
 }
 
 /** Workers started ahead of need by prewarmWorkerPool, until a WorkerPool takes them over. */
-let warm: { threads: number; piscina: Piscina } | undefined;
+let warm: (Started & { threads: number }) | undefined;
 
 /**
  * Starts the default pool's workers now (one per core), so their start-up overlaps
@@ -55,21 +81,25 @@ let warm: { threads: number; piscina: Piscina } | undefined;
 export function prewarmWorkerPool(): void {
   if (warm) return;
   const threads = availableParallelism();
-  warm = { threads, piscina: newPiscina(threads) };
+  warm = { threads, ...start(threads) };
 }
 
 export class WorkerPool {
   readonly threads: number;
   private readonly piscina: Piscina;
+  private readonly failed: Promise<never>;
   private readonly gate: Semaphore;
 
   constructor(options: WorkerPoolOptions = {}) {
     this.threads = Math.max(1, options.threads ?? availableParallelism());
     const maxQueue = this.threads * QUEUE_PER_THREAD;
+    let started: Started;
     if (warm?.threads === this.threads) {
-      this.piscina = warm.piscina;
+      started = warm;
       warm = undefined;
-    } else this.piscina = newPiscina(this.threads);
+    } else started = start(this.threads);
+    this.piscina = started.piscina;
+    this.failed = started.failed;
     this.gate = new Semaphore(maxQueue + this.threads);
   }
 
@@ -129,7 +159,7 @@ export class WorkerPool {
 
   private run<T>(task: object, name: string, moved: readonly Uint8Array[]): Promise<T> {
     const transferList = [...new Set(moved.map((m) => m.buffer as ArrayBuffer))];
-    return this.gate.run(() => this.piscina.run(task, { name, transferList }) as Promise<T>);
+    return this.gate.run(() => Promise.race([this.piscina.run(task, { name, transferList }) as Promise<T>, this.failed]));
   }
 
   async close(): Promise<void> {
