@@ -14,6 +14,7 @@ import { addForgetCommand } from './forget-command.js';
 import { cmdReport } from './report-command.js';
 import { cacheOption, endpointOption, objectStoreOptions } from './object-store-options.js';
 import { addGcCommand } from './gc-command.js';
+import { SOURCES_HELP } from './sources-help.js';
 
 const repoOption = () => new Option('--repo <repo>', 'repository: a directory, s3://bucket[/prefix], or a media agent http(s)://... (default: $CHUNKVAULT_REPO)');
 const jsonOption = () => new Option('--json', 'print machine-readable JSON on stdout');
@@ -43,15 +44,11 @@ function buildProgram(): Command {
     .action(action(cmdInit));
   program
     .command('backup <source...>')
-    .description(
-      'back up a disk as a new restore point: a raw image, a block device, an NBD URI (nbd://host[:port]/export, nbd+unix:///export?socket=PATH, nbds://...), ' +
-        'a qcow2 image at rest (kvm:PATH) or a disk of a running QEMU VM (kvm+qmp:QMP_SOCKET?node=NODE[&nbd=SOCKET][&fleece-dir=DIR]); ' +
-        'kvm sources keep their own dirty bitmaps (cv-*) and back up incrementally on top of the latest point. ' +
-        'Several sources are the disks of one VM, committed together as one VM backup (a point per disk). ' +
-        'xen://USER@POOL_MASTER[:PORT]/VM (xens:// for https, ?ca=FILE) backs up every disk of a XenServer/XCP-ng VM with XenAPI CBT; password from $CHUNKVAULT_XEN_PASSWORD',
-    )
+    .summary('back up a disk, or every disk of a VM, as a new restore point')
+    .description('back up a disk, or every disk of a VM, as a new restore point (sources below)')
+    .addHelpText('after', SOURCES_HELP)
     .addOption(repoOption()).addOption(endpointOption()).addOption(cacheOption())
-    .option('--vm <vm>', 'VM name (required, except for xen:// sources: default the VM named in the URI)')
+    .option('--vm <vm>', 'VM name (required, except for vmware://, hyperv:// and xen:// sources: default the VM named in the URI)')
     .option('--disk <disk>', "disk name (default: the source's base name)")
     .option('--changed-extents <file>', 'JSON [{"offset":N,"length":N}]: read only these, on top of the latest point')
     .option('--bitmap <name>', 'NBD: read only the extents dirty in qemu:dirty-bitmap:<name>, on top of the latest point')
@@ -96,7 +93,9 @@ function buildProgram(): Command {
     .action(action(cmdReport));
   program
     .command('estimate <source...>')
-    .description('estimate dedup, compression and repository size per chunk size and codec, without writing a repository (same sources as backup)')
+    .summary('estimate dedup, compression and repository size per chunk size and codec, without writing a repository')
+    .description('estimate dedup, compression and repository size per chunk size and codec, without writing a repository (sources below)')
+    .addHelpText('after', SOURCES_HELP)
     .option('--chunk-sizes <list>', `fixed chunk sizes (and CDC averages with --cdc), powers of two from 64K to 4M`, DEFAULT_ESTIMATE_CHUNK_SIZES)
     .option('--codecs <list>', 'codecs to measure: zstd[:LEVEL], lz4[:ACCEL], none', DEFAULT_ESTIMATE_CODECS)
     .option('--cdc', 'also estimate content-defined chunking (FastCDC-style, averages = the chunk sizes)')

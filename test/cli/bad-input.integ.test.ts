@@ -292,4 +292,13 @@ describe('command line', () => {
       }
     }
   });
+
+  it('lists every source form in the help of backup and estimate', async () => {
+    const forms = ['/dev/sdX', 'vhdx:PATH', 'vhd:PATH', 'nbd://', 'nbds://', 'nbd+unix://', 'kvm:', 'kvm+qmp:', 'vmware://', 'hyperv://', 'xen://', 'xens://'];
+    for (const command of ['backup', 'estimate']) {
+      const help = (await cliOk([command, '--help'])).stdout;
+      for (const f of forms) expect(help, `${command} --help mentions ${f}`).toContain(f);
+      for (const v of ['$CHUNKVAULT_VMWARE_PASSWORD', '$CHUNKVAULT_HYPERV_PASSWORD', '$CHUNKVAULT_XEN_PASSWORD']) expect(help, `${command} --help mentions ${v}`).toContain(v);
+    }
+  });
 });
