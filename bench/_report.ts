@@ -106,6 +106,12 @@ export function bytes(n: number): string {
   return `${v.toFixed(u === 0 ? 0 : 1)} ${units[u]}`;
 }
 
+/** The middle value (the upper middle of an even count); NaN for none. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  return [...values].sort((a, b) => a - b)[values.length >> 1] as number;
+}
+
 /** Prints rows as an aligned plain-text table (first column left, others right). */
 export function printTable(header: readonly string[], rows: readonly (readonly string[])[]): void {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));

@@ -8,13 +8,13 @@
  * Each measurement runs in a fresh process: N MiB of shared memory, either a plain
  * SharedArrayBuffer (4 KiB pages) or engine/aligned-memory.ts's alignedShared (a shared
  * WebAssembly.Memory advised for huge pages, as the arena's blocks are), filled once
- * (first touch) and again (the bytes alone). Runs are repeated because the first-touch cost depends on whether
- * the host still backs the pages the guest hands out.
+ * (first touch) and again (the bytes alone). Runs are repeated because the first-touch
+ * cost depends on whether the host still backs the pages the guest hands out.
  */
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { MIB } from './_data.js';
-import { machineInfo, parseArgs, printMachine, printTable, writeJson } from './_report.js';
+import { machineInfo, median, parseArgs, printMachine, printTable, writeJson } from './_report.js';
 
 type Pages = '4k' | 'huge';
 interface Touch {
@@ -42,11 +42,6 @@ async function child(pages: Pages, mib: number): Promise<void> {
 function measure(pages: Pages, mib: number): Touch {
   const out = execFileSync(process.execPath, [fileURLToPath(import.meta.url), '--child', pages, String(mib)], { encoding: 'utf8' });
   return JSON.parse(out) as Touch;
-}
-
-function median(values: readonly number[]): number {
-  const s = [...values].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 async function main(): Promise<void> {

@@ -22,7 +22,7 @@ import { chunksOf, isZero, KIB, MIB, realFilesData, syntheticVmData } from './_d
 import { benchLevel } from './_level.js';
 import { PREPARE_VARIANTS, prepareBench, slabResults } from './_prepare.js';
 import { allocArenaBlock, copyBytes } from '../engine/shared-arena.js';
-import { gbps, machineInfo, opsps, parseArgs, printMachine, printTable, watchOtherLoad, writeJson } from './_report.js';
+import { gbps, machineInfo, median, opsps, parseArgs, printMachine, printTable, watchOtherLoad, writeJson } from './_report.js';
 
 const SEED = 0xc0ffee;
 
@@ -221,7 +221,6 @@ async function benchPrepare(data: Buffer, s: Settings): Promise<Row[]> {
         rates[k]!.push((passes * b.bytes) / (Number(process.hrtime.bigint() - t0) / 1e9));
       });
     }
-    const median = (xs: number[]): number => [...xs].sort((x, y) => x - y)[xs.length >> 1]!;
     const label = `${b.slots.length} x 256 KiB slots, median of ${rounds} rounds`;
     const rows: Row[] = PREPARE_VARIANTS.map((v, k) => {
       v.run(b.slab, b.slots);

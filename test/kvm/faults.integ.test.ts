@@ -35,7 +35,17 @@ import {
   startCli,
   waitFor,
 } from '../helpers/cli.js';
-import { convertToRaw, describeWithPeersHint, imageBitmaps, isRunning, qemuIo, run, startNbdkit, type RunningServer } from '../fixtures/peers.js';
+import {
+  NBDKIT_ONE_THREAD,
+  convertToRaw,
+  describeWithPeersHint,
+  imageBitmaps,
+  isRunning,
+  qemuIo,
+  run,
+  startNbdkit,
+  type RunningServer,
+} from '../fixtures/peers.js';
 
 const MiB = 1024 * 1024;
 const SIZE = 128 * MiB;
@@ -130,11 +140,9 @@ describeWithPeersHint('kvm: faults (nbdkit error and delay filters, killed qemu-
     trigger = join(dir, 'fail-reads');
     const base = join(dir, 'base.raw');
     await writeFile(base, randomBytes(SIZE));
-    // --threads=1: qemu-nbd is killed below with reads queued, and nbdkit 1.32.5 can abort
-    // when a client hangs up while a second worker thread holds a reply (see
-    // adapters/nbd/reconnect.integ.test.ts).
+    // One thread: qemu-nbd is killed below with reads queued (see NBDKIT_ONE_THREAD).
     nbdkit = await startNbdkit({ dir }, [
-      '--threads=1', '--filter=error', '--filter=delay', 'file', base,
+      NBDKIT_ONE_THREAD, '--filter=error', '--filter=delay', 'file', base,
       'rdelay=5ms', 'error-pread=EIO', 'error-pread-rate=100%', `error-pread-file=${trigger}`,
     ]);
     await run('qemu-img', ['create', '-q', '-f', 'qcow2', '-b', nbdkit.uri, '-F', 'raw', image, String(SIZE)]);
